@@ -1,0 +1,175 @@
+"""Config keys of the project, added to Detectron2's defaults by :func:`add_avsegformer_config`.
+
+Every key is read somewhere; the defaults reproduce the original AVSegFormer (R50, S4) unless a
+comment says otherwise. yacs refuses unknown keys, so this function is the schema of every YAML
+under ``configs/``.
+"""
+
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_avsegformer_config"]
+
+
+def add_avsegformer_config(cfg):
+    """Add the AVSegFormer keys to a Detectron2 config, in place. Calling it twice is harmless."""
+    if hasattr(cfg.MODEL, "AVSEGFORMER"):
+        return
+    _add_model_config(cfg)
+    _add_backbone_config(cfg)
+    _add_audio_config(cfg)
+    _add_pixel_decoder_config(cfg)
+    _add_input_config(cfg)
+    _add_solver_config(cfg)
+    _add_test_config(cfg)
+
+
+# ---------------------------------------------------------------------------------------------
+# meta-architecture, queries, decoder, mixer, prediction head and losses
+# ---------------------------------------------------------------------------------------------
+def _add_model_config(cfg):
+    cfg.MODEL.AVSEGFORMER = CN()
+    m = cfg.MODEL.AVSEGFORMER
+    # Output classes: 1 = binary "sounding object" map (S4, MS3, sigmoid); 71 = AVSS (softmax).
+    m.NUM_CLASSES = 1
+    # Width of every transformer token and of the mask feature (C in the paper).
+    m.HIDDEN_DIM = 256
+    # Number of queries. The query-map MLP takes the query axis as channels, so checkpoints are
+    # tied to this number (300 in every released checkpoint).
+    m.NUM_QUERIES = 300
+    # Add a second, learnable set of NUM_QUERIES queries to the audio-conditioned ones.
+    m.USE_LEARNABLE_QUERIES = True
+    # Query generator: attention layers over the audio token (post-norm, GELU, no dropout).
+    m.QUERY_GENERATOR_LAYERS = 6
+    m.QUERY_GENERATOR_NHEADS = 8
+    m.QUERY_GENERATOR_DIM_FEEDFORWARD = 1024
+    # Transformer decoder over all encoder tokens (post-norm, GELU).
+    m.DEC_LAYERS = 6
+    m.NHEADS = 8
+    m.DIM_FEEDFORWARD = 2048
+    m.DROPOUT = 0.1
+    # Audio-visual mixer: heads of the audio query attending over all mask-feature pixels.
+    m.MIXER_NHEADS = 8
+    # Hidden width of the 1x1-conv MLP over the query maps (NUM_QUERIES -> this -> this -> C).
+    m.QUERY_MLP_DIM = 2048
+    # Main loss: "dice" (S4, MS3: V-Net dice on sigmoid) or "ce" (AVSS: per-pixel cross-entropy).
+    m.MASK_LOSS = "dice"
+    m.MASK_LOSS_WEIGHT = 1.0
+    # Weight of the dice loss on the channel mean of the mixed mask feature ("mix loss").
+    m.MIX_LOSS_WEIGHT = 0.1
+    # Frames are padded in the model to a multiple of this (the data mapper never pads).
+    m.SIZE_DIVISIBILITY = 32
+
+
+# ---------------------------------------------------------------------------------------------
+# visual backbones
+# ---------------------------------------------------------------------------------------------
+def _add_backbone_config(cfg):
+    # PVTv2 (timm implementation wrapped as a Detectron2 Backbone). Defaults are PVTv2-B5.
+    cfg.MODEL.PVT = CN()
+    p = cfg.MODEL.PVT
+    p.EMBED_DIMS = [64, 128, 320, 512]
+    p.DEPTHS = [3, 6, 40, 3]
+    p.NUM_HEADS = [1, 2, 5, 8]
+    p.MLP_RATIOS = [4, 4, 4, 4]
+    p.SR_RATIOS = [8, 4, 2, 1]
+    # Stochastic depth, linearly increasing over all blocks up to this rate.
+    p.DROP_PATH_RATE = 0.1
+    p.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+
+
+# ---------------------------------------------------------------------------------------------
+# audio backbone
+# ---------------------------------------------------------------------------------------------
+def _add_audio_config(cfg):
+    cfg.MODEL.AUDIO = CN()
+    a = cfg.MODEL.AUDIO
+    # Name in AUDIO_BACKBONE_REGISTRY.
+    a.NAME = "VGGish"
+    # Converted torchvggish weights (tools/convert_vggish_weights.py); "" = random init.
+    # MODEL.WEIGHTS, loaded afterwards, overrides them.
+    a.WEIGHTS = ""
+    # No gradient to the audio backbone (the original always runs VGGish under no_grad).
+    a.FREEZE = True
+    # Embedding width produced by the audio backbone.
+    a.OUT_DIM = 128
+    # VGGish PCA + quantisation post-processing (off in every original config).
+    a.PCA = False
+    a.PCA_WEIGHTS = ""
+
+
+# ---------------------------------------------------------------------------------------------
+# pixel decoder (multi-scale deformable encoder + stride-4 mask feature)
+# ---------------------------------------------------------------------------------------------
+def _add_pixel_decoder_config(cfg):
+    h = cfg.MODEL.SEM_SEG_HEAD
+    h.NAME = "MSDeformAttnPixelDecoder"
+    # Backbone features fed to the pixel decoder, finest first (the first one only feeds the
+    # stride-4 lateral branch).
+    h.IN_FEATURES = ["res2", "res3", "res4", "res5"]
+    # The levels that go through the deformable encoder.
+    h.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = ["res3", "res4", "res5"]
+    h.TRANSFORMER_ENC_LAYERS = 6
+    h.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8
+    h.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS = 4
+    h.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD = 2048
+    h.DEFORMABLE_TRANSFORMER_ENCODER_DROPOUT = 0.1
+    # Channels of the projected levels and of the mask feature.
+    h.CONVS_DIM = 256
+    h.NORM = "GN"
+    # Multi-scale deformable attention backend: "auto" (compiled op when built, else PyTorch),
+    # "pytorch", or "compiled" (an error when the op in ops/ is not built).
+    h.MSDA_IMPL = "auto"
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------
+def _add_input_config(cfg):
+    i = cfg.INPUT
+    # Frames are resized to exactly this (height, width) in training and test; the original
+    # uses 512x512 for S4/MS3 (PIL bilinear up-sampling of the 224 frames) and 224x224 for AVSS.
+    i.FRAME_SIZE = (512, 512)
+    # AVSS training: resize the short side then centre-crop to FRAME_SIZE ("crop"), or resize
+    # directly ("resize", what every split of S4/MS3 and AVSS val/test use).
+    i.TRAIN_RESIZE_MODE = "resize"
+    # Audio source: "log_mel" (AVSBench's precomputed audio_log_mel/*.pkl) or "wav".
+    i.AUDIO_SOURCE = "log_mel"
+    # How a clip with fewer log-mel examples than frames is completed: "repeat" the last example
+    # (AVSBench S4/MS3 preprocessing) or "zero" (AVSS, AVSegFormer).
+    i.AUDIO_PAD = "repeat"
+
+
+# ---------------------------------------------------------------------------------------------
+# solver
+# ---------------------------------------------------------------------------------------------
+def _add_solver_config(cfg):
+    s = cfg.SOLVER
+    # "ADAMW" (the original: torch.optim.AdamW defaults but lr) or "SGD" (Detectron2's).
+    s.OPTIMIZER = "ADAMW"
+    s.BETAS = (0.9, 0.999)
+    s.EPS = 1e-8
+    # Learning-rate multiplier of the visual backbone's parameters.
+    s.BACKBONE_MULTIPLIER = 1.0
+    # The visual backbone gets no gradient for the first this-many iterations (the original
+    # freezes it for 5 / 10 / 0 epochs on S4 / MS3 / AVSS). BatchNorm statistics and drop-path
+    # keep running in train mode while frozen, as in the original.
+    s.FREEZE_BACKBONE_ITERS = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+# ---------------------------------------------------------------------------------------------
+def _add_test_config(cfg):
+    cfg.TEST.AVS = CN()
+    t = cfg.TEST.AVS
+    # Size at which S4/MS3/AVSS are scored: (0, 0) = each ground truth's own size, or an
+    # explicit (height, width); the original AVSegFormer scores S4/MS3 at (512, 512).
+    t.EVAL_SIZE = (512, 512)
+    # S4/MS3 F-score: the max over thresholds is taken per group of this many consecutive clips
+    # (2 = AVSegFormer's test batch; 4 = official AVSBench test.sh; 1 = COMBO).
+    t.FSCORE_GROUP_SIZE = 2
+    # AVSS: score the padded frames of 5-frame clips as perfect background like the official
+    # code ("official"), or score real frames only ("real").
+    t.AVSS_PADDED_FRAMES = "official"
+    # Write prediction PNGs (0/255 binary, AVSS in the palette) and overlays under OUTPUT_DIR.
+    t.SAVE_PREDICTIONS = False

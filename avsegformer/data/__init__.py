@@ -1,0 +1,1 @@
+"""AVSBench and user datasets, the clip mapper and the audio front end."""

@@ -1,0 +1,1 @@
+"""AVSBench metrics and the Detectron2 evaluator."""
