@@ -1,7 +1,7 @@
 # Every target sets up .venv first (a few seconds when nothing changed): see tools/setup_env.sh.
 PYTHON := .venv/bin/python
 
-.PHONY: setup test lint format
+.PHONY: setup test lint format demo
 
 setup:
 	@bash tools/setup_env.sh
@@ -16,3 +16,7 @@ lint: setup
 format: setup
 	$(PYTHON) -m ruff check --fix .
 	$(PYTHON) -m ruff format .
+
+# Synthetic data -> train -> evaluate (+ shuffled audio) -> masks/overlays; `ARGS=--quick` for a smoke run.
+demo: setup
+	$(PYTHON) tools/run_demo.py $(ARGS)

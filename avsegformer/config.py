@@ -85,7 +85,7 @@ def _add_audio_config(cfg):
     a = cfg.MODEL.AUDIO
     # Name in AUDIO_BACKBONE_REGISTRY.
     a.NAME = "VGGish"
-    # Converted torchvggish weights (tools/convert_vggish_weights.py); "" = random init.
+    # Converted torchvggish weights (tools/convert_pretrained_weights.py vggish); "" = random init.
     # MODEL.WEIGHTS, loaded afterwards, overrides them.
     a.WEIGHTS = ""
     # No gradient to the audio backbone (the original always runs VGGish under no_grad).
@@ -94,6 +94,7 @@ def _add_audio_config(cfg):
     a.OUT_DIM = 128
     # VGGish PCA + quantisation post-processing (off in every original config).
     a.PCA = False
+    # File with the converted PCA parameters (postprocessor.*); "" = take them from WEIGHTS.
     a.PCA_WEIGHTS = ""
 
 
@@ -132,7 +133,9 @@ def _add_input_config(cfg):
     # AVSS training: resize the short side then centre-crop to FRAME_SIZE ("crop"), or resize
     # directly ("resize", what every split of S4/MS3 and AVSS val/test use).
     i.TRAIN_RESIZE_MODE = "resize"
-    # Audio source: "log_mel" (AVSBench's precomputed audio_log_mel/*.pkl) or "wav".
+    # Audio source: "log_mel" = the clip's audio as the original reads it (S4/MS3: AVSBench's
+    # precomputed audio_log_mel/*.pkl; AVSS: audio.wav through the VGGish front end), or "wav" =
+    # always the clip's wav through the front end.
     i.AUDIO_SOURCE = "log_mel"
     # How a clip with fewer log-mel examples than frames is completed: "repeat" the last example
     # (AVSBench S4/MS3 preprocessing) or "zero" (AVSS, AVSegFormer).

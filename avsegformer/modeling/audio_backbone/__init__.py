@@ -1,5 +1,6 @@
 """Audio backbones: a registry beside Detectron2's, and its builder."""
 
 from .build import AUDIO_BACKBONE_REGISTRY, build_audio_backbone
+from .vggish import VGGish
 
-__all__ = ["AUDIO_BACKBONE_REGISTRY", "build_audio_backbone"]
+__all__ = ["AUDIO_BACKBONE_REGISTRY", "VGGish", "build_audio_backbone"]

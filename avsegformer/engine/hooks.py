@@ -1,0 +1,124 @@
+"""Training hooks and checks specific to AVSegFormer's protocol."""
+
+import logging
+import math
+from collections.abc import Mapping
+
+import torch
+from detectron2.engine import hooks
+from detectron2.engine.train_loop import HookBase
+
+__all__ = [
+    "BackboneFreezeHook",
+    "StatefulBestCheckpointer",
+    "NonFiniteLossError",
+    "check_losses_finite",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    # DistributedDataParallel keeps the real model in `.module`.
+    return getattr(model, "module", model)
+
+
+class BackboneFreezeHook(HookBase):
+    """No gradient to the visual backbone for the first ``freeze_iters`` iterations.
+
+    The original freezes the backbone for its first 5 (S4) / 10 (MS3) epochs by switching
+    ``requires_grad`` off; BatchNorm keeps training-mode statistics and drop-path stays active, so
+    only the gradient is withheld. The state is a function of the iteration, so a resumed run
+    picks the right one in ``before_train`` from the restored iteration; nothing is checkpointed.
+    Parameters that were already frozen (e.g. ``MODEL.BACKBONE.FREEZE_AT``) stay frozen.
+    """
+
+    def __init__(self, freeze_iters: int, *, attribute: str = "backbone"):
+        """
+        Args:
+            freeze_iters: iterations 0 .. freeze_iters-1 run with the backbone frozen.
+            attribute: name of the backbone module on the (unwrapped) model.
+        """
+        if freeze_iters < 0:
+            raise ValueError(f"SOLVER.FREEZE_BACKBONE_ITERS must be >= 0, got {freeze_iters}")
+        self._freeze_iters = freeze_iters
+        self._attribute = attribute
+        self._trainable = []
+        self.frozen = False
+
+    def _backbone(self) -> torch.nn.Module:
+        model = _unwrap(self.trainer.model)
+        backbone = getattr(model, self._attribute, None)
+        if not isinstance(backbone, torch.nn.Module):
+            raise AttributeError(
+                f"BackboneFreezeHook: the model ({type(model).__name__}) has no module named "
+                f"{self._attribute!r} to freeze"
+            )
+        return backbone
+
+    def _set_frozen(self, frozen: bool) -> None:
+        for param in self._trainable:
+            param.requires_grad_(not frozen)
+        self.frozen = frozen
+
+    def before_train(self):
+        self._trainable = [p for p in self._backbone().parameters() if p.requires_grad]
+        if self.trainer.iter < self._freeze_iters:
+            self._set_frozen(True)
+            logger.info(
+                "Visual backbone frozen (%d parameter tensors) until iteration %d",
+                len(self._trainable),
+                self._freeze_iters,
+            )
+
+    def before_step(self):
+        if self.frozen and self.trainer.iter >= self._freeze_iters:
+            self._set_frozen(False)
+            logger.info("Visual backbone unfrozen at iteration %d", self.trainer.iter)
+
+    def after_train(self):
+        # Leave the model as it was built, e.g. for an evaluation after a short run.
+        if self.frozen:
+            self._set_frozen(False)
+
+
+class StatefulBestCheckpointer(hooks.BestCheckpointer):
+    """Detectron2's ``BestCheckpointer`` whose best score survives ``--resume``.
+
+    v0.6 forgets the best score on restart, so the first evaluation after resuming would overwrite
+    ``model_best.pth`` even when it is worse. The trainer checkpoints hook states by class name.
+    """
+
+    def state_dict(self):
+        if self.best_metric is None:
+            return {}
+        return {"best_metric": float(self.best_metric), "best_iter": int(self.best_iter)}
+
+    def load_state_dict(self, state_dict):
+        self.best_metric = state_dict.get("best_metric")
+        self.best_iter = state_dict.get("best_iter")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or infinite; training stops instead of corrupting the weights."""
+
+
+def check_losses_finite(loss_dict: Mapping[str, torch.Tensor], iteration: int) -> None:
+    """Raise :class:`NonFiniteLossError` naming the iteration and every loss term.
+
+    Called before ``backward`` so that no update with a NaN gradient reaches the optimizer and
+    the last checkpoint stays usable.
+
+    Args:
+        loss_dict: scalar loss tensors of one iteration (already weighted).
+        iteration: the iteration being run.
+    """
+    values = {name: float(value.detach()) for name, value in loss_dict.items()}
+    bad = [name for name, value in values.items() if not math.isfinite(value)]
+    if bad:
+        terms = ", ".join(f"{name}={value:.6g}" for name, value in values.items())
+        raise NonFiniteLossError(
+            f"Loss became non-finite at iteration {iteration} ({', '.join(bad)}): {terms}. "
+            "Training stopped; lower SOLVER.BASE_LR or enable SOLVER.CLIP_GRADIENTS, then "
+            "--resume from the last checkpoint."
+        )

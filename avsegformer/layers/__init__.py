@@ -1,0 +1,17 @@
+"""Neural-network layers shared by the models."""
+
+from .ms_deform_attn import (
+    MSDeformAttn,
+    MSDeformAttnFunction,
+    compiled_op_available,
+    ms_deform_attn,
+    ms_deform_attn_core_pytorch,
+)
+
+__all__ = [
+    "MSDeformAttn",
+    "MSDeformAttnFunction",
+    "compiled_op_available",
+    "ms_deform_attn",
+    "ms_deform_attn_core_pytorch",
+]

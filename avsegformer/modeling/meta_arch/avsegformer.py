@@ -1,0 +1,417 @@
+"""The AVSegFormer meta-architecture (arXiv 2307.01146) as a Detectron2 model."""
+
+import logging
+from typing import Dict, List
+
+from avsegformer.layers import MSDeformAttn
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
+from detectron2.structures import ImageList
+from torch import nn
+
+from ..audio_backbone import build_audio_backbone
+from ..criterion import AVSegFormerCriterion
+from ..mask_head import AVSegMaskHead
+from ..pixel_decoder import build_pixel_decoder
+from ..transformer import AudioQueryGenerator, AVSTransformerDecoder, CrossModalMixer
+
+__all__ = ["AVSegFormer"]
+
+logger = logging.getLogger(__name__)
+
+# One VGGish log-mel example per frame.
+_LOG_MEL_SHAPE = (96, 64)
+
+
+@META_ARCH_REGISTRY.register()
+class AVSegFormer(nn.Module):
+    """AVSegFormer: audio-conditioned queries decode a deformable-attention pixel decoder.
+
+    Input: a list of clip dicts (``"frames"`` uint8 ``[T, 3, H, W]``, ``"log_mel"`` float32
+    ``[T, 96, 64]``, optional ``"height"``, ``"width"``, ``"frame_valid"`` bool ``[T]``, and
+    ``"sem_seg"`` int64 ``[T, H, W]`` for training). B clips run as B*T independent frames.
+
+    Output: in training ``{"loss_mask", "loss_mix"}``; in inference one
+    ``{"sem_seg": float32 [T, K, height, width]}`` per clip, the foreground probability (K = 1,
+    sigmoid) or class probabilities (softmax). Padded frames (``frame_valid`` False) get zero
+    backbone features, logits and mask feature, as in the original.
+
+    Every frame is independent after the visual backbone, so the rest of the network only runs
+    where its output matters: on annotated frames in training (1 of 5 on S4; the others have no
+    loss, hence no gradient, in the original too) and on non-padded frames in inference. The
+    backbone sees every frame in training, where its BatchNorm uses batch statistics.
+
+    Attribute names follow the original checkpoints (see the key map of issue #3).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        audio_backbone: nn.Module,
+        audio_proj: nn.Module,
+        pixel_decoder: nn.Module,
+        query_generator: nn.Module,
+        learnable_query: nn.Embedding | None,
+        transformer_decoder: nn.Module,
+        mixer: nn.Module,
+        mask_head: nn.Module,
+        criterion: nn.Module,
+        num_classes: int,
+        freeze_audio_backbone: bool,
+        pixel_mean: List[float],
+        pixel_std: List[float],
+        size_divisibility: int,
+        ignore_label: int = 255,
+    ):
+        """
+        Args:
+            backbone: visual backbone; its outputs feed ``pixel_decoder``.
+            audio_backbone: ``[N, 1, 96, 64] -> [N, D_audio]``.
+            audio_proj: ``[N, 1, D_audio] -> [N, 1, C]``, the audio token.
+            pixel_decoder: module with ``forward_features(features)`` returning
+                ``(mask_feature, memory, spatial_shapes, level_start_index)``.
+            query_generator: audio token ``[N, 1, C]`` -> queries ``[N, Q, C]``.
+            learnable_query: optional ``Q x C`` embedding added once to the generated queries.
+            transformer_decoder: ``(queries, memory) -> [N, Q, C]``.
+            mixer: ``(mask_feature, audio token) -> mixed mask feature``.
+            mask_head: ``(queries, mixed mask feature) -> [N, K, H, W]`` logits.
+            criterion: ``(logits, mixed mask feature, targets) -> loss dict``.
+            num_classes: K; 1 = binary (sigmoid), otherwise softmax over K classes.
+            freeze_audio_backbone: no gradient to the audio backbone (run under ``no_grad``).
+            pixel_mean, pixel_std: per-channel normalisation on the 0-255 scale.
+            size_divisibility: frames are zero-padded (after normalisation) to a multiple of
+                this, and the predictions cropped back.
+            ignore_label: target value of unannotated pixels; padding of targets.
+        """
+        super().__init__()
+        self.backbone = backbone
+        self.audio_backbone = audio_backbone
+        self.audio_proj = audio_proj
+        self.pixel_decoder = pixel_decoder
+        self.query_generator = query_generator
+        self.learnable_query = learnable_query
+        self.transformer_decoder = transformer_decoder
+        self.mixer = mixer
+        self.mask_head = mask_head
+        self.criterion = criterion
+        self.num_classes = num_classes
+        self.freeze_audio_backbone = freeze_audio_backbone
+        if freeze_audio_backbone:
+            self.audio_backbone.requires_grad_(False)
+        self.size_divisibility = max(size_divisibility, getattr(backbone, "size_divisibility", 0))
+        self.ignore_label = ignore_label
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        if self.pixel_mean.shape != self.pixel_std.shape:
+            raise ValueError(f"{self.pixel_mean} and {self.pixel_std} have different shapes!")
+
+    @classmethod
+    def from_config(cls, cfg):
+        m = cfg.MODEL.AVSEGFORMER
+        hidden_dim = m.HIDDEN_DIM
+        if hidden_dim != cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM:
+            raise ValueError(
+                f"MODEL.SEM_SEG_HEAD.CONVS_DIM ({cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM}) must equal "
+                f"MODEL.AVSEGFORMER.HIDDEN_DIM ({hidden_dim}): the mask feature meets the queries"
+            )
+        if (m.NUM_CLASSES == 1) == (m.MASK_LOSS == "ce"):
+            raise ValueError(
+                f"MODEL.AVSEGFORMER.MASK_LOSS={m.MASK_LOSS!r} does not fit NUM_CLASSES="
+                f"{m.NUM_CLASSES}: use 'dice' or 'bce' for 1 class and 'ce' for more"
+            )
+        backbone = build_backbone(cfg)
+        modules = {
+            "pixel_decoder": build_pixel_decoder(cfg, backbone.output_shape()),
+            "query_generator": AudioQueryGenerator(
+                num_queries=m.NUM_QUERIES,
+                embed_dim=hidden_dim,
+                num_layers=m.QUERY_GENERATOR_LAYERS,
+                num_heads=m.QUERY_GENERATOR_NHEADS,
+                hidden_dim=m.QUERY_GENERATOR_DIM_FEEDFORWARD,
+            ),
+            "learnable_query": (
+                nn.Embedding(m.NUM_QUERIES, hidden_dim) if m.USE_LEARNABLE_QUERIES else None
+            ),
+            "transformer_decoder": AVSTransformerDecoder(
+                num_layers=m.DEC_LAYERS,
+                dim=hidden_dim,
+                num_heads=m.NHEADS,
+                dim_feedforward=m.DIM_FEEDFORWARD,
+                dropout=m.DROPOUT,
+            ),
+            "mixer": CrossModalMixer(dim=hidden_dim, num_heads=m.MIXER_NHEADS),
+            "mask_head": AVSegMaskHead(
+                num_queries=m.NUM_QUERIES,
+                hidden_dim=hidden_dim,
+                mlp_dim=m.QUERY_MLP_DIM,
+                num_classes=m.NUM_CLASSES,
+                upsample_factor=backbone.output_shape()[
+                    cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES[0]
+                ].stride,
+            ),
+        }
+        init_head_parameters(modules.values(), level_embed=modules["pixel_decoder"].level_embed)
+        return {
+            "backbone": backbone,
+            "audio_backbone": build_audio_backbone(cfg),
+            # Outside the head in the original, so it keeps PyTorch's default init.
+            "audio_proj": nn.Linear(cfg.MODEL.AUDIO.OUT_DIM, hidden_dim),
+            **modules,
+            "criterion": AVSegFormerCriterion(
+                mask_loss=m.MASK_LOSS,
+                mask_loss_weight=m.MASK_LOSS_WEIGHT,
+                mix_loss_weight=m.MIX_LOSS_WEIGHT,
+            ),
+            "num_classes": m.NUM_CLASSES,
+            "freeze_audio_backbone": cfg.MODEL.AUDIO.FREEZE,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "size_divisibility": m.SIZE_DIVISIBILITY,
+        }
+
+    @property
+    def device(self):
+        return self.pixel_mean.device
+
+    def forward(self, batched_inputs: List[Dict]):
+        """
+        Args:
+            batched_inputs: clip dicts, see the class docstring.
+
+        Returns:
+            A loss dict in training, else a list with one ``{"sem_seg": ...}`` per clip.
+        """
+        lengths = [self._check_clip(clip) for clip in batched_inputs]
+        images = self._preprocess_frames(batched_inputs)
+        frame_valid = self._frame_valid(batched_inputs, lengths)
+        log_mel = self._audio(batched_inputs)
+        if not self.training:
+            outputs = self.predict(images.tensor, log_mel, frame_valid)
+            return self._postprocess(outputs["pred_logits"], batched_inputs, lengths, images)
+
+        targets = self._targets(batched_inputs, images.tensor.shape[-2:])
+        supervised = (targets != self.ignore_label).flatten(1).any(1).nonzero().squeeze(1)
+        if supervised.numel() == 0:
+            # Nothing to learn from, but every parameter must still join the graph (the
+            # criterion returns zero losses).
+            supervised = supervised.new_zeros(1)
+        outputs = self.predict(images.tensor, log_mel, frame_valid, frame_indices=supervised)
+        return self.criterion(
+            outputs["pred_logits"], outputs["mask_feature"], targets.index_select(0, supervised)
+        )
+
+    def predict(
+        self,
+        frames: torch.Tensor,
+        log_mel: torch.Tensor,
+        frame_valid: torch.Tensor | None = None,
+        *,
+        frame_indices: torch.Tensor | None = None,
+    ) -> Dict[str, torch.Tensor]:
+        """Run the network on normalised, padded frames.
+
+        Frames are independent after the visual backbone, so only the frames asked for go
+        through the rest of the network. The backbone still sees every frame in training, where
+        its BatchNorm uses batch statistics (as in the original, padded frames included).
+
+        Args:
+            frames: ``[N, 3, H, W]`` normalised frames, H and W multiples of the network stride.
+            log_mel: ``[N, 1, 96, 64]`` one log-mel example per frame.
+            frame_valid: optional ``[N]`` bool. False frames (padding) are zeroed after
+                normalisation like the original's, and get zero features, logits and mask
+                feature.
+            frame_indices: optional ``[n]`` int64, the frames whose outputs are wanted
+                (default: all); training passes the annotated ones, the only ones with a loss.
+
+        Returns:
+            ``{"pred_logits": [n, K, H, W], "mask_feature": [n, C, H/4, W/4]}`` (mixed mask
+            feature) for ``frame_indices``.
+        """
+        num_frames = frames.shape[0]
+        wanted = (
+            torch.arange(num_frames, device=frames.device)
+            if frame_indices is None
+            else frame_indices.to(frames.device)
+        )
+        if frame_valid is not None and bool(frame_valid.all()):
+            frame_valid = None
+        if frame_valid is not None:
+            frame_valid = frame_valid.to(frames.device)
+            frames = frames * frame_valid.to(frames.dtype)[:, None, None, None]
+
+        if self.training:
+            run = wanted
+            features = self.backbone(frames)
+            if run.numel() < num_frames:
+                features = {name: f.index_select(0, run) for name, f in features.items()}
+        else:
+            # Eval-mode frames are fully independent: padded frames are not run at all.
+            run = wanted if frame_valid is None else wanted[frame_valid[wanted]]
+            if run.numel() == 0:
+                return self._zero_outputs(frames, len(wanted))
+            subset = frames if run.numel() == num_frames else frames.index_select(0, run)
+            features = self.backbone(subset)
+
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_audio_backbone):
+            audio = self.audio_backbone(log_mel.index_select(0, run.to(log_mel.device)))
+        audio_token = self.audio_proj(audio.unsqueeze(1))
+
+        frame_scale = None
+        if self.training and frame_valid is not None:
+            frame_scale = frame_valid.index_select(0, run).to(frames.dtype)[:, None, None, None]
+            features = {name: f * frame_scale for name, f in features.items()}
+        outputs = self.forward_head(features, audio_token)
+        if frame_scale is not None:
+            outputs = {name: out * frame_scale for name, out in outputs.items()}
+        if run.numel() < wanted.numel():
+            # Scatter the valid frames' outputs among zeros for the padded ones.
+            positions = frame_valid[wanted].nonzero().squeeze(1)
+            outputs = {
+                name: out.new_zeros(len(wanted), *out.shape[1:]).index_copy(0, positions, out)
+                for name, out in outputs.items()
+            }
+        return outputs
+
+    def _zero_outputs(self, frames: torch.Tensor, count: int) -> Dict[str, torch.Tensor]:
+        height, width = frames.shape[-2:]
+        stride = self.pixel_decoder.mask_stride
+        return {
+            "pred_logits": frames.new_zeros(count, self.num_classes, height, width),
+            "mask_feature": frames.new_zeros(
+                count, self.pixel_decoder.conv_dim, height // stride, width // stride
+            ),
+        }
+
+    def forward_head(
+        self, features: Dict[str, torch.Tensor], audio_token: torch.Tensor
+    ) -> Dict[str, torch.Tensor]:
+        """Everything after the backbones (the original ``AVSegHead``).
+
+        Args:
+            features: backbone outputs ``{name: [N, C_i, H_i, W_i]}``.
+            audio_token: ``[N, 1, C]``.
+
+        Returns:
+            ``{"pred_logits": [N, K, H, W], "mask_feature": [N, C, H/4, W/4]}``.
+        """
+        mask_feature, memory, _, _ = self.pixel_decoder.forward_features(features)
+        mask_feature = self.mixer(mask_feature, audio_token)
+        queries = self.query_generator(audio_token)
+        if self.learnable_query is not None:
+            queries = queries + self.learnable_query.weight
+        queries = self.transformer_decoder(queries, memory)
+        pred_logits = self.mask_head(queries, mask_feature)
+        return {"pred_logits": pred_logits, "mask_feature": mask_feature}
+
+    def _check_clip(self, clip: Dict) -> int:
+        frames, log_mel = clip.get("frames"), clip.get("log_mel")
+        name = clip.get("video_id", "<clip without video_id>")
+        if not torch.is_tensor(frames) or frames.dim() != 4 or frames.shape[1] != 3:
+            shape = tuple(frames.shape) if torch.is_tensor(frames) else type(frames).__name__
+            raise ValueError(f"clip {name}: 'frames' must be a [T, 3, H, W] tensor, got {shape}")
+        num_frames = frames.shape[0]
+        if not torch.is_tensor(log_mel) or tuple(log_mel.shape) != (num_frames, *_LOG_MEL_SHAPE):
+            shape = tuple(log_mel.shape) if torch.is_tensor(log_mel) else type(log_mel).__name__
+            raise ValueError(
+                f"clip {name}: 'log_mel' must be [{num_frames}, 96, 64] (one example per frame), "
+                f"got {shape}"
+            )
+        return num_frames
+
+    def _preprocess_frames(self, batched_inputs: List[Dict]) -> ImageList:
+        sizes = {tuple(clip["frames"].shape[-2:]) for clip in batched_inputs}
+        if len(sizes) == 1:
+            frames = torch.cat([clip["frames"] for clip in batched_inputs])
+            frames = frames.to(self.device, non_blocking=True).float()
+            frames = frames.sub_(self.pixel_mean).div_(self.pixel_std)
+            height, width = sizes.pop()
+            stride = self.size_divisibility
+            if stride <= 1 or (height % stride == 0 and width % stride == 0):
+                return ImageList(frames, [(height, width)] * frames.shape[0])
+            frames = list(frames.unbind(0))
+        else:
+            frames = [
+                (frame.to(self.device).float() - self.pixel_mean) / self.pixel_std
+                for clip in batched_inputs
+                for frame in clip["frames"]
+            ]
+        return ImageList.from_tensors(frames, self.size_divisibility)
+
+    def _audio(self, batched_inputs: List[Dict]) -> torch.Tensor:
+        log_mel = torch.cat([clip["log_mel"] for clip in batched_inputs])
+        return log_mel.to(self.device, torch.float32, non_blocking=True).unsqueeze(1)
+
+    def _frame_valid(self, batched_inputs: List[Dict], lengths: List[int]):
+        if all("frame_valid" not in clip for clip in batched_inputs):
+            return None
+        flags = [
+            torch.as_tensor(clip["frame_valid"], dtype=torch.bool)
+            if "frame_valid" in clip
+            else torch.ones(length, dtype=torch.bool)
+            for clip, length in zip(batched_inputs, lengths)
+        ]
+        return torch.cat(flags).to(self.device)
+
+    def _targets(self, batched_inputs: List[Dict], padded_size) -> torch.Tensor:
+        targets = []
+        for clip in batched_inputs:
+            sem_seg = clip.get("sem_seg")
+            if sem_seg is None or tuple(sem_seg.shape) != (
+                clip["frames"].shape[0],
+                *clip["frames"].shape[-2:],
+            ):
+                raise ValueError(
+                    f"clip {clip.get('video_id', '?')}: training needs 'sem_seg' [T, H, W] matching "
+                    f"'frames' {tuple(clip['frames'].shape)}, got "
+                    f"{None if sem_seg is None else tuple(sem_seg.shape)}"
+                )
+            targets.extend(sem_seg.to(self.device, torch.long).unbind(0))
+        if all(tuple(t.shape) == tuple(padded_size) for t in targets):
+            return torch.stack(targets)
+        # Padding is ignored, so it is never scored as background.
+        padded = ImageList.from_tensors(targets, self.size_divisibility, self.ignore_label).tensor
+        return padded[..., : padded_size[0], : padded_size[1]]
+
+    def _postprocess(self, pred_logits, batched_inputs, lengths, images: ImageList):
+        if self.num_classes == 1:
+            probs = pred_logits.sigmoid()
+        else:
+            probs = pred_logits.softmax(dim=1)
+        results = []
+        start = 0
+        for clip, length in zip(batched_inputs, lengths):
+            image_size = images.image_sizes[start]
+            clip_probs = probs[start : start + length, :, : image_size[0], : image_size[1]]
+            start += length
+            height = int(clip.get("height", image_size[0]))
+            width = int(clip.get("width", image_size[1]))
+            if (height, width) != tuple(image_size):
+                clip_probs = F.interpolate(
+                    clip_probs, size=(height, width), mode="bilinear", align_corners=False
+                )
+            results.append({"sem_seg": clip_probs})
+        return results
+
+
+def init_head_parameters(modules, *, level_embed: nn.Parameter):
+    """The original head initialisation, in its order.
+
+    1. xavier-uniform on every parameter with more than one dimension;
+    2. every deformable attention re-runs its own initialisation;
+    3. the level embedding is drawn from N(0, 1).
+    """
+    modules = [m for m in modules if m is not None]
+    for module in modules:
+        for param in module.parameters():
+            if param.dim() > 1:
+                nn.init.xavier_uniform_(param)
+    for module in modules:
+        for sub in module.modules():
+            if isinstance(sub, MSDeformAttn):
+                sub._reset_parameters()
+    nn.init.normal_(level_embed)

@@ -1,0 +1,262 @@
+"""Multi-scale deformable-attention pixel decoder of AVSegFormer.
+
+The finest backbone level (stride 4) only feeds a lateral branch; the coarser levels (strides 8,
+16, 32 for the original) go through a post-norm deformable encoder. The stride-4 mask feature is
+the lateral branch plus the up-sampled stride-8 encoder output, through a 3x3 conv, GN and ReLU.
+"""
+
+import logging
+from typing import Dict, List, Tuple
+
+from avsegformer.layers import MSDeformAttn
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec, get_norm
+from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
+from torch import nn
+
+from ..transformer.position_encoding import PositionEmbeddingSine
+
+__all__ = ["MSDeformAttnEncoder", "MSDeformAttnEncoderLayer", "MSDeformAttnPixelDecoder"]
+
+logger = logging.getLogger(__name__)
+
+
+class MSDeformAttnEncoderLayer(nn.Module):
+    """Post-norm encoder layer: deformable self-attention then a GELU FFN, dropout on both."""
+
+    def __init__(
+        self,
+        *,
+        dim: int = 256,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        n_levels: int = 3,
+        n_heads: int = 8,
+        n_points: int = 4,
+        msda_impl: str = "auto",
+    ):
+        super().__init__()
+        self.self_attn = MSDeformAttn(dim, n_levels, n_heads, n_points, impl=msda_impl)
+        self.dropout1 = nn.Dropout(dropout)
+        self.norm1 = nn.LayerNorm(dim)
+        self.linear1 = nn.Linear(dim, dim_feedforward)
+        self.dropout2 = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(dim_feedforward, dim)
+        self.dropout3 = nn.Dropout(dropout)
+        self.norm2 = nn.LayerNorm(dim)
+
+    def forward(self, src, pos, reference_points, spatial_shapes, level_start_index):
+        """
+        Args:
+            src: ``[N, S, C]`` tokens of every level.
+            pos: ``[N or 1, S, C]`` positional + level embeddings.
+            reference_points: ``[N, S, L, 2]``.
+            spatial_shapes: ``[L, 2]`` int64 (H, W).
+            level_start_index: ``[L]`` int64.
+
+        Returns:
+            ``[N, S, C]``.
+        """
+        attended = self.self_attn(
+            src + pos, reference_points, src, spatial_shapes, level_start_index, None
+        )
+        src = self.norm1(src + self.dropout1(attended))
+        ffn = self.linear2(self.dropout2(F.gelu(self.linear1(src))))
+        return self.norm2(src + self.dropout3(ffn))
+
+
+class MSDeformAttnEncoder(nn.Module):
+    """A stack of :class:`MSDeformAttnEncoderLayer` sharing one set of reference points."""
+
+    def __init__(self, *, num_layers: int = 6, **layer_kwargs):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            MSDeformAttnEncoderLayer(**layer_kwargs) for _ in range(num_layers)
+        )
+
+    @staticmethod
+    def reference_points(spatial_shapes: List[Tuple[int, int]], device) -> torch.Tensor:
+        """Normalised pixel centres of every level, repeated for every level (valid ratio 1).
+
+        Returns:
+            ``[1, S, L, 2]`` as (x, y) in [0, 1].
+        """
+        points = []
+        for height, width in spatial_shapes:
+            ref_y, ref_x = torch.meshgrid(
+                torch.linspace(0.5, height - 0.5, height, dtype=torch.float32, device=device),
+                torch.linspace(0.5, width - 0.5, width, dtype=torch.float32, device=device),
+                indexing="ij",
+            )
+            points.append(torch.stack((ref_x.reshape(-1) / width, ref_y.reshape(-1) / height), -1))
+        points = torch.cat(points, 0)
+        return points[None, :, None, :].expand(-1, -1, len(spatial_shapes), -1)
+
+    def forward(self, src, pos, spatial_shapes, level_start_index):
+        """
+        Args:
+            src: ``[N, S, C]``.
+            pos: ``[N or 1, S, C]``.
+            spatial_shapes: ``[L, 2]`` int64 (H, W).
+            level_start_index: ``[L]`` int64.
+
+        Returns:
+            ``[N, S, C]`` memory.
+        """
+        shapes = [tuple(s) for s in spatial_shapes.tolist()]
+        reference_points = self.reference_points(shapes, src.device).to(src.dtype)
+        reference_points = reference_points.expand(src.shape[0], -1, -1, -1)
+        for layer in self.layers:
+            src = layer(src, pos, reference_points, spatial_shapes, level_start_index)
+        return src
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class MSDeformAttnPixelDecoder(nn.Module):
+    """Pixel decoder: per-level 1x1 conv + GN, deformable encoder, stride-4 mask feature.
+
+    Attribute names match the original checkpoints (``head.in_proj`` -> ``input_proj``,
+    ``head.level_embed`` -> ``level_embed``, ``head.transformer.encoder`` -> ``encoder``,
+    ``head.lateral_conv`` -> ``lateral_conv``, ``head.out_conv`` -> ``output_conv``).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        input_shape: Dict[str, ShapeSpec],
+        *,
+        in_features: List[str],
+        transformer_in_features: List[str],
+        conv_dim: int,
+        norm: str,
+        num_encoder_layers: int,
+        num_heads: int,
+        num_points: int,
+        dim_feedforward: int,
+        dropout: float,
+        msda_impl: str = "auto",
+    ):
+        """
+        Args:
+            input_shape: shapes of the backbone outputs.
+            in_features: backbone features used, finest first; the first one feeds only the
+                lateral branch and must be finer than every encoder level.
+            transformer_in_features: the features that go through the encoder, finest first;
+                the finest of them is up-sampled into the mask feature.
+            conv_dim: width of the projected levels, the encoder and the mask feature.
+            norm: normalisation after each projection and the output conv ("GN" = 32 groups).
+            num_encoder_layers, num_heads, num_points, dim_feedforward, dropout: encoder.
+            msda_impl: deformable-attention backend ("auto", "pytorch", "compiled").
+        """
+        super().__init__()
+        missing = [f for f in in_features if f not in input_shape]
+        if missing:
+            raise ValueError(f"pixel decoder features {missing} not among {sorted(input_shape)}")
+        if in_features[0] in transformer_in_features or not set(transformer_in_features) <= set(
+            in_features
+        ):
+            raise ValueError(
+                f"SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES {transformer_in_features} "
+                f"must be a subset of IN_FEATURES {in_features} without its first (lateral) entry"
+            )
+        self.in_features = list(in_features)
+        self.transformer_in_features = list(transformer_in_features)
+        self.lateral_feature = in_features[0]
+        self.mask_stride = input_shape[self.lateral_feature].stride
+        self.conv_dim = conv_dim
+        self.num_levels = len(transformer_in_features)
+
+        self.input_proj = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(input_shape[f].channels, conv_dim, kernel_size=1),
+                get_norm(norm, conv_dim),
+            )
+            for f in self.in_features
+        )
+        self.level_embed = nn.Parameter(torch.empty(self.num_levels, conv_dim))
+        nn.init.normal_(self.level_embed)
+        self.pe_layer = PositionEmbeddingSine(num_pos_feats=conv_dim // 2, normalize=False)
+        self.encoder = MSDeformAttnEncoder(
+            num_layers=num_encoder_layers,
+            dim=conv_dim,
+            dim_feedforward=dim_feedforward,
+            dropout=dropout,
+            n_levels=self.num_levels,
+            n_heads=num_heads,
+            n_points=num_points,
+            msda_impl=msda_impl,
+        )
+        self.lateral_conv = nn.Sequential(
+            nn.Conv2d(conv_dim, conv_dim, kernel_size=1), get_norm(norm, conv_dim)
+        )
+        self.output_conv = nn.Sequential(
+            nn.Conv2d(conv_dim, conv_dim, kernel_size=3, padding=1),
+            get_norm(norm, conv_dim),
+            nn.ReLU(),
+        )
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        head = cfg.MODEL.SEM_SEG_HEAD
+        return {
+            "input_shape": input_shape,
+            "in_features": head.IN_FEATURES,
+            "transformer_in_features": head.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES,
+            "conv_dim": head.CONVS_DIM,
+            "norm": head.NORM,
+            "num_encoder_layers": head.TRANSFORMER_ENC_LAYERS,
+            "num_heads": head.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS,
+            "num_points": head.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS,
+            "dim_feedforward": head.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD,
+            "dropout": head.DEFORMABLE_TRANSFORMER_ENCODER_DROPOUT,
+            "msda_impl": head.MSDA_IMPL,
+        }
+
+    def forward_features(self, features: Dict[str, torch.Tensor]):
+        """
+        Args:
+            features: backbone outputs, ``{name: [N, C_i, H_i, W_i]}``.
+
+        Returns:
+            A tuple ``(mask_feature, memory, spatial_shapes, level_start_index)``:
+            ``mask_feature`` ``[N, conv_dim, H_0, W_0]`` at the lateral level's stride (4);
+            ``memory`` ``[N, S, conv_dim]``, the encoder output of every level, finest first,
+            each flattened row-major; ``spatial_shapes`` ``[L, 2]`` int64 (H, W);
+            ``level_start_index`` ``[L]`` int64.
+        """
+        projections = {
+            name: proj(features[name]) for name, proj in zip(self.in_features, self.input_proj)
+        }
+        srcs, pos_embeds, shapes = [], [], []
+        for level, name in enumerate(self.transformer_in_features):
+            src = projections[name]
+            shapes.append(src.shape[-2:])
+            srcs.append(src.flatten(2).transpose(1, 2))
+            # The encoding is the same for every frame (no padding mask): keep batch 1.
+            pos = self.pe_layer(src).flatten(2).transpose(1, 2)
+            pos_embeds.append(pos + self.level_embed[level])
+        src_flatten = torch.cat(srcs, 1)
+        pos_flatten = torch.cat(pos_embeds, 1)
+        spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=src_flatten.device)
+        level_start_index = torch.cat(
+            (spatial_shapes.new_zeros(1), spatial_shapes.prod(1).cumsum(0)[:-1])
+        )
+        memory = self.encoder(src_flatten, pos_flatten, spatial_shapes, level_start_index)
+
+        # Only the finest encoder level enters the mask feature (as in the original).
+        finest_height, finest_width = shapes[0]
+        finest = memory[:, : finest_height * finest_width].transpose(1, 2)
+        finest = finest.reshape(memory.shape[0], self.conv_dim, finest_height, finest_width)
+        lateral = self.lateral_conv(projections[self.lateral_feature])
+        mask_feature = lateral + F.interpolate(
+            finest, size=lateral.shape[-2:], mode="bilinear", align_corners=False
+        )
+        mask_feature = self.output_conv(mask_feature)
+        return mask_feature, memory, spatial_shapes, level_start_index
+
+    def forward(self, features: Dict[str, torch.Tensor]):
+        """Same as :meth:`forward_features`."""
+        return self.forward_features(features)

@@ -1,0 +1,240 @@
+#!/usr/bin/env python
+"""Latency, throughput and peak memory of a model: one eval forward and one training step.
+
+    python tools/benchmark.py --config-file configs/s4/avsegformer_R50.yaml \
+        --device cpu --threads 2 --frames 5 --size 224 --runs 3 --output bench.json
+
+The model is randomly initialised (nothing is downloaded) and fed one random clip that follows
+the model I/O contract (uint8 frames, log-mel, and for training a mask and frame flags). Eval is
+``model([clip])`` under ``torch.no_grad()``; a training step is forward + backward + optimiser
+step (the project's ``build_optimizer``: AdamW for the AVSegFormer configs) with the visual
+backbone trainable. Each figure is the median over ``--runs`` runs after ``--warmup`` runs.
+
+Peak memory is the process's peak resident set size on CPU (reset before each phase where the
+kernel allows it, /proc/self/clear_refs; otherwise the process-lifetime peak) and
+``torch.cuda.max_memory_allocated`` on GPU.
+"""
+
+import argparse
+import contextlib
+import json
+import logging
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import avsegformer  # noqa: E402,F401  (before any detectron2 sub-package)
+from avsegformer import add_avsegformer_config  # noqa: E402
+from avsegformer.solver import build_optimizer  # noqa: E402
+
+from detectron2.config import get_cfg  # noqa: E402
+from detectron2.modeling import build_model  # noqa: E402
+
+logger = logging.getLogger("benchmark")
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = torch's)")
+    parser.add_argument("--frames", type=int, default=5, help="frames T of the one clip")
+    parser.add_argument("--size", type=int, default=224, help="square frame size")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs per phase")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs per phase")
+    parser.add_argument("--phases", nargs="+", default=["eval", "train"], choices=["eval", "train"])
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    parser.add_argument("--output", help="write the results as JSON here")
+    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides")
+    return parser.parse_args(argv)
+
+
+def setup_cfg(args: argparse.Namespace):
+    cfg = get_cfg()
+    add_avsegformer_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    # Random weights: benchmarks must not depend on (or download) pretrained files.
+    cfg.MODEL.WEIGHTS = ""
+    cfg.MODEL.AUDIO.WEIGHTS = ""
+    cfg.MODEL.DEVICE = args.device
+    cfg.freeze()
+    return cfg
+
+
+def make_clip(cfg, num_frames: int, size: int, train: bool) -> dict:
+    """One random clip as the data mapper produces it (model I/O contract, issue #3)."""
+    generator = torch.Generator().manual_seed(0)
+    clip = {
+        "frames": torch.randint(
+            0, 256, (num_frames, 3, size, size), dtype=torch.uint8, generator=generator
+        ),
+        "log_mel": torch.randn(num_frames, 96, 64, generator=generator),
+        "height": size,
+        "width": size,
+    }
+    if train:
+        num_classes = cfg.MODEL.AVSEGFORMER.NUM_CLASSES
+        # Binary tasks take {0, 1}; AVSS takes class ids. Both mark no pixel as ignored.
+        clip["sem_seg"] = torch.randint(
+            0, max(num_classes, 2), (num_frames, size, size), generator=generator
+        )
+        clip["frame_valid"] = torch.ones(num_frames, dtype=torch.bool)
+    return clip
+
+
+def autocast_context(precision: str, device: str) -> contextlib.AbstractContextManager:
+    """The one place that sets the numeric precision of every timed forward."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        # CPU autocast, or AMP on GPU; the training step keeps fp32 weights and optimizer.
+        return torch.autocast(device_type=device, dtype=torch.bfloat16)
+    raise ValueError(f"unsupported precision {precision!r} on {device}")
+
+
+class PeakMemory:
+    """Peak memory of one phase: CUDA allocator peak, or the process's peak RSS on CPU."""
+
+    def __init__(self, device: str):
+        self.device = device
+
+    def reset(self) -> None:
+        if self.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            return
+        # Linux resets the VmHWM high-water mark on "5"; harmless elsewhere if it fails.
+        with contextlib.suppress(OSError):
+            Path("/proc/self/clear_refs").write_text("5")
+
+    def peak_bytes(self) -> int:
+        if self.device == "cuda":
+            return torch.cuda.max_memory_allocated()
+        with contextlib.suppress(OSError):
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def time_runs(step: Callable[[], None], runs: int, warmup: int, device: str) -> list[float]:
+    def synchronize():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(warmup):
+        step()
+    synchronize()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        step()
+        synchronize()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def benchmark_eval(model, clip, args, memory: PeakMemory) -> dict:
+    model.eval()
+
+    def step():
+        with torch.no_grad(), autocast_context(args.precision, args.device):
+            model([clip])
+
+    memory.reset()
+    times = time_runs(step, args.runs, args.warmup, args.device)
+    return summarize(times, args.frames, memory.peak_bytes())
+
+
+def benchmark_train(model, clip, cfg, args, memory: PeakMemory) -> dict:
+    model.train()
+    model.backbone.requires_grad_(True)
+    optimizer = build_optimizer(cfg, model)
+
+    def step():
+        with autocast_context(args.precision, args.device):
+            losses = model([clip])
+        total = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+
+    memory.reset()
+    times = time_runs(step, args.runs, args.warmup, args.device)
+    return summarize(times, args.frames, memory.peak_bytes())
+
+
+def summarize(times: list[float], frames: int, peak_bytes: int) -> dict:
+    median = statistics.median(times)
+    return {
+        "median_s": median,
+        "min_s": min(times),
+        "max_s": max(times),
+        "frames_per_s": frames / median,
+        "peak_memory_gb": peak_bytes / 1e9,
+        "runs_s": times,
+    }
+
+
+def print_table(results: dict, header: dict) -> None:
+    print(", ".join(f"{k}={v}" for k, v in header.items()))
+    print(f"{'phase':<6} {'median s':>9} {'min s':>8} {'max s':>8} {'frames/s':>9} {'peak GB':>8}")
+    for phase, r in results.items():
+        print(
+            f"{phase:<6} {r['median_s']:>9.3f} {r['min_s']:>8.3f} {r['max_s']:>8.3f} "
+            f"{r['frames_per_s']:>9.2f} {r['peak_memory_gb']:>8.2f}"
+        )
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda but CUDA is not available")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    cfg = setup_cfg(args)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    num_parameters = sum(p.numel() for p in model.parameters())
+
+    memory = PeakMemory(args.device)
+    results = {}
+    for phase in args.phases:
+        clip = make_clip(cfg, args.frames, args.size, train=phase == "train")
+        if phase == "eval":
+            results[phase] = benchmark_eval(model, clip, args, memory)
+        else:
+            results[phase] = benchmark_train(model, clip, cfg, args, memory)
+
+    header = {
+        "config": args.config_file,
+        "device": args.device,
+        "threads": torch.get_num_threads(),
+        "frames": args.frames,
+        "size": args.size,
+        "runs": args.runs,
+        "precision": args.precision,
+        "parameters": num_parameters,
+        "torch": torch.__version__,
+    }
+    print_table(results, header)
+    report = {**header, "opts": args.opts, "results": results}
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()

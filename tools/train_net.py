@@ -1,0 +1,90 @@
+#!/usr/bin/env python
+"""Train or evaluate an AVSegFormer model.
+
+    python tools/train_net.py --config-file configs/synthetic/avsegformer_tiny_s4.yaml
+    python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_best.pth
+    python tools/train_net.py --config-file ... --resume          # continue after a crash
+    python tools/train_net.py --config-file ... --num-gpus 8      # one machine, 8 GPUs
+    torchrun --nproc_per_node 2 tools/train_net.py --config-file ...   # CPU (gloo) or GPU
+
+On the main process the evaluation results are also written to ``OUTPUT_DIR/eval_results.json``.
+"""
+
+import json
+import logging
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from avsegformer import add_avsegformer_config  # noqa: E402  (first: Detectron2 v0.6 fixes)
+from avsegformer.engine import AtomicDetectionCheckpointer, Trainer, launch  # noqa: E402
+
+from detectron2.config import get_cfg  # noqa: E402
+from detectron2.engine import default_argument_parser, default_setup  # noqa: E402
+from detectron2.evaluation import verify_results  # noqa: E402
+from detectron2.utils import comm  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
+
+logger = logging.getLogger("avsegformer")
+
+RESULTS_FILE = "eval_results.json"
+
+
+def setup(args):
+    """Config from ``--config-file`` and the trailing ``KEY VALUE`` overrides; logging; seeds."""
+    cfg = get_cfg()
+    add_avsegformer_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    default_setup(cfg, args)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="avsegformer")
+    return cfg
+
+
+def _write_results(cfg, results) -> None:
+    if not comm.is_main_process() or not results:
+        return
+    path = os.path.join(cfg.OUTPUT_DIR, RESULTS_FILE)
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2, sort_keys=True)
+    logger.info("Evaluation results written to %s", path)
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        AtomicDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        if cfg.TEST.AUG.ENABLED:
+            Trainer.test_with_TTA(cfg, model)
+        results = Trainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, results)
+        _write_results(cfg, results)
+        return results
+
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    results = trainer.train()
+    _write_results(cfg, getattr(trainer, "_last_eval_results", None))
+    return results
+
+
+def invoke_main() -> None:
+    args = default_argument_parser().parse_args()
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
+
+
+if __name__ == "__main__":
+    invoke_main()  # pragma: no cover
