@@ -31,7 +31,12 @@ def load_tensor_file(path: str) -> dict[str, torch.Tensor]:
         ValueError: the file is not a flat ``{name: tensor}`` dict.
     """
     if not Path(path).is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist")
+        raise FileNotFoundError(
+            f"audio backbone weights {path} (MODEL.AUDIO.WEIGHTS / PCA_WEIGHTS) do not exist: "
+            "convert torchvggish's vggish-10086976.pth with `python "
+            "tools/convert_pretrained_weights.py vggish vggish-10086976.pth "
+            f"{path}`, or set MODEL.AUDIO.WEIGHTS '' for a randomly initialised VGGish"
+        )
     state_dict = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state_dict, dict) or not all(
         isinstance(k, str) and torch.is_tensor(v) for k, v in state_dict.items()
