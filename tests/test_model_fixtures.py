@@ -4,6 +4,7 @@ The fixtures (``<repo>/../shared/reference/fixtures``) were produced by running 
 AVSegFormer; tolerances are those suggested in their README.
 """
 
+from avsegformer.checkpoint import convert_avsegformer_head
 from avsegformer.layers import MSDeformAttn
 from avsegformer.modeling.criterion import AVSegFormerCriterion
 from avsegformer.modeling.mask_head import AVSegMaskHead
@@ -22,32 +23,6 @@ from conftest import load_fixture
 from detectron2.layers import ShapeSpec
 from torch import nn
 from torch.testing import assert_close
-
-# Original head prefix -> our meta-architecture prefix (the issue #3 key map).
-HEAD_KEY_MAP = {
-    "level_embed": "pixel_decoder.level_embed",
-    "learnable_query.": "learnable_query.",
-    "query_generator.": "query_generator.",
-    "transformer.encoder.": "pixel_decoder.encoder.",
-    "transformer.decoder.": "transformer_decoder.",
-    "in_proj.": "pixel_decoder.input_proj.",
-    "mlp.": "mask_head.mlp.",
-    "fusion_block.": "mixer.",
-    "lateral_conv.": "pixel_decoder.lateral_conv.",
-    "out_conv.": "pixel_decoder.output_conv.",
-    "fc.": "mask_head.fc.",
-}
-DEAD_PREFIXES = ("fpn.", "attn_fc.")
-
-
-def map_head_state_dict(state_dict):
-    mapped = {}
-    for key, value in state_dict.items():
-        if key.startswith(DEAD_PREFIXES):
-            continue
-        prefix = next(p for p in HEAD_KEY_MAP if key.startswith(p))
-        mapped[HEAD_KEY_MAP[prefix] + key[len(prefix) :]] = value
-    return mapped
 
 
 class _FeaturesBackbone(nn.Module):
@@ -129,7 +104,9 @@ def build_tiny_head(config):
 def head_case(request):
     fx = load_fixture(request.param)
     model = build_tiny_head(fx["config"])
-    missing, unexpected = model.load_state_dict(map_head_state_dict(fx["state_dict"]), strict=False)
+    missing, unexpected = model.load_state_dict(
+        convert_avsegformer_head(fx["state_dict"]), strict=False
+    )
     head_missing = [k for k in missing if not k.startswith(("audio_proj.",))]
     assert head_missing == [] and unexpected == []
     features = {f"res{i + 2}": f for i, f in enumerate(fx["inputs"]["feats"])}
@@ -171,10 +148,9 @@ def test_head_init_matches_reference_statistics():
     torch.manual_seed(0)
     model = build_tiny_head(fx["config"])
     ours = model.state_dict()
-    mapped_names = map_head_state_dict({k: k for k in fx["init_stats"]})  # ours -> theirs
     checked = 0
-    for our_key, ref_key in mapped_names.items():
-        mean, std, low, high = fx["init_stats"][ref_key].tolist()
+    for our_key, stats in convert_avsegformer_head(fx["init_stats"]).items():
+        mean, std, low, high = stats.tolist()
         value = ours[our_key].double()
         if value.numel() < 64:
             continue

@@ -2,6 +2,7 @@
 
 from .convert import (
     convert_avsegformer_checkpoint,
+    convert_avsegformer_head,
     convert_pvt_v2,
     convert_torchvision_resnet,
     convert_vggish,
@@ -10,6 +11,7 @@ from .convert import (
 
 __all__ = [
     "convert_avsegformer_checkpoint",
+    "convert_avsegformer_head",
     "convert_pvt_v2",
     "convert_torchvision_resnet",
     "convert_vggish",

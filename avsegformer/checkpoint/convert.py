@@ -279,6 +279,15 @@ _HEAD_RULES = [
 _AVSEGFORMER_RESNET_STAGES = {"layer1": 2, "layer2": 3, "layer3_1": 4, "layer4_1": 5}
 
 
+def convert_avsegformer_head(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map the state dict of the original ``AVSegHead`` alone (names without the ``head.``
+    prefix, e.g. ``transformer.encoder.layers.0.norm1.weight``) to our meta-architecture's names,
+    with the rules of :func:`convert_avsegformer_checkpoint` (``fpn.*`` and ``attn_fc.*`` dropped).
+    """
+    head = {f"head.{name}": tensor for name, tensor in state_dict.items()}
+    return _apply_rules(head, _HEAD_RULES, "AVSegFormer head")
+
+
 def convert_avsegformer_checkpoint(checkpoint: object) -> dict[str, torch.Tensor]:
     """Map an original AVSegFormer checkpoint (R50 or PVTv2-B5; S4, MS3 or AVSS) to the state dict
     of our ``AVSegFormer`` meta-architecture.
