@@ -15,6 +15,7 @@ import torch
 import torchvision
 from detectron2.config import get_cfg
 from detectron2.modeling import build_backbone
+from helpers import read_key_list
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
@@ -302,23 +303,13 @@ def test_pvt_v2_b5_full_size_smoke():
 # ---------------------------------------------------------------------------------------------
 # VGGish
 # ---------------------------------------------------------------------------------------------
-def read_key_list(path):
-    keys = {}
-    for line in Path(path).read_text().splitlines():
-        name, shape, _dtype = line.split()
-        keys[name] = tuple(int(s) for s in shape.strip("[]").split(",") if s)
-    return keys
-
-
 @pytest.fixture(scope="module")
 def vggish():
     return VGGish(pca=False, freeze=False).eval()
 
 
 def test_vggish_keys_match_the_original(vggish):
-    from conftest import fixture_path
-
-    expected = read_key_list(fixture_path("vggish_keys.txt"))
+    expected = {key: shape for key, shape, _ in read_key_list("vggish_keys.txt")}
     assert {k: tuple(v.shape) for k, v in vggish.state_dict().items()} == expected
     assert sum(p.numel() for p in vggish.parameters()) == 72_141_184
 

@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import fixture_path
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
+from helpers import read_key_list
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
@@ -46,14 +46,6 @@ DEAD_GROUPS = {
     "res50": ["backbone.layer3_2.", "backbone.layer4_2.", "head.fpn.", "head.attn_fc."],
     "pvt2": ["head.fpn.", "head.attn_fc."],
 }
-
-
-def read_key_list(path) -> list[tuple[str, tuple[int, ...], str]]:
-    entries = []
-    for line in Path(path).read_text().splitlines():
-        name, shape, dtype = line.split()
-        entries.append((name, tuple(int(s) for s in shape.strip("[]").split(",") if s), dtype))
-    return entries
 
 
 def synthesize(entries, dtype=torch.float16) -> dict[str, torch.Tensor]:
@@ -81,7 +73,7 @@ def config(relative_path: str):
 def case(request):
     """One full-size model per key list, built once for this module (about 1 GB each)."""
     name = request.param
-    entries = read_key_list(fixture_path(f"{name}.keys.txt"))
+    entries = read_key_list(f"{name}.keys.txt")
     model = build_model(config(CASES[name]))
     yield name, entries, model
     del model
@@ -205,7 +197,7 @@ def test_parameter_counts(case):
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def r50_checkpoint():
-    return synthesize(read_key_list(fixture_path("AVSegFormer_res50_s4.keys.txt")))
+    return synthesize(read_key_list("AVSegFormer_res50_s4.keys.txt"))
 
 
 def test_wrappers_and_module_prefix_give_the_same_result(r50_checkpoint):
@@ -299,7 +291,7 @@ def test_pretrained_files_fill_every_backbone_and_audio_entry(case, tmp_path):
 
 def test_pretrained_vggish_file_with_numpy_pca_parameters(tmp_path):
     # The released PCA file stores NumPy arrays; the tool must read it without unsafe unpickling.
-    vggish_entries = read_key_list(fixture_path("vggish_keys.txt"))
+    vggish_entries = read_key_list("vggish_keys.txt")
     source = tmp_path / "src.pth"
     torch.save(synthesize(vggish_entries, torch.float32), source)
     pca_source = tmp_path / "pca.pth"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from conftest import load_fixture
+from helpers import load_fixture
 
 # Upper edge (Hz) of each of the 64 mel bands: the resampler tolerances are stated per band.
 _BAND_EDGES_HZ = 700.0 * (

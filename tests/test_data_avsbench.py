@@ -2,7 +2,6 @@
 
 import json
 import os
-import uuid
 
 from avsegformer.data.datasets import (
     AVSDataError,
@@ -32,24 +31,6 @@ from avsbench_tree import (
 )
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
-
-
-@pytest.fixture
-def new_name():
-    """Unique dataset names, unregistered after the test."""
-    names = []
-
-    def make(prefix="avs"):
-        name = f"test_{prefix}_{uuid.uuid4().hex[:8]}"
-        names.append(name)
-        return name
-
-    yield make
-    for name in names:
-        if name in DatasetCatalog.list():
-            DatasetCatalog.remove(name)
-        if name in MetadataCatalog.list():
-            MetadataCatalog.remove(name)
 
 
 @pytest.fixture(scope="module")
@@ -245,8 +226,8 @@ def test_builtin_root_can_be_replaced(tmp_path):
         register_all_avsbench(default_avsbench_root(), replace=True)
 
 
-def test_avss_classes_are_read_only_on_access(tmp_path, new_name):
-    name = new_name("avss")
+def test_avss_classes_are_read_only_on_access(tmp_path, new_dataset_name):
+    name = new_dataset_name("avss")
     register_avsbench(name, "avss", os.fspath(tmp_path / "absent"), "val")  # no disk access
     meta = MetadataCatalog.get(name)
     assert meta.task == "semantic" and len(meta.stuff_colors) == 71
@@ -254,20 +235,20 @@ def test_avss_classes_are_read_only_on_access(tmp_path, new_name):
         _ = meta.stuff_classes
 
 
-def test_register_folder_and_records_carry_name(ms3_root, new_name):
-    name = new_name("folder")
+def test_register_folder_and_records_carry_name(ms3_root, new_dataset_name):
+    name = new_dataset_name("folder")
     register_avs_dataset(name, ms3_root, split="test")
     records = DatasetCatalog.get(name)
     assert [r["video_id"] for r in records] == ["msTestA"]
     assert records[0]["dataset_name"] == name
     assert MetadataCatalog.get(name).subset == "ms3"
     with pytest.raises(ValueError, match="split"):
-        register_avs_dataset(new_name(), ms3_root)
+        register_avs_dataset(new_dataset_name(), ms3_root)
     with pytest.raises(ValueError, match="already registered"):
         register_avs_dataset(name, ms3_root, split="val")
 
 
-def test_register_own_clips(tmp_path, new_name):
+def test_register_own_clips(tmp_path, new_dataset_name):
     frames = [tmp_path / f"f{i}.png" for i in range(3)]
     for path in frames:
         write_frame(path, size=(10, 14))
@@ -280,7 +261,7 @@ def test_register_own_clips(tmp_path, new_name):
             "audio_file_name": os.fspath(tmp_path / "a.wav"),
         }
     ]
-    name = new_name("clips")
+    name = new_dataset_name("clips")
     register_avs_dataset(name, clips, num_frames=4)
     (record,) = DatasetCatalog.get(name)
     assert record["length"] == 4 and record["frame_valid"] == [True, True, True, False]
@@ -289,15 +270,15 @@ def test_register_own_clips(tmp_path, new_name):
     meta = MetadataCatalog.get(name)
     assert meta.task == "binary" and meta.subset == "custom"
 
-    semantic = new_name("semantic")
+    semantic = new_dataset_name("semantic")
     register_avs_dataset(semantic, clips, classes=["background", "cat", "dog"])
     meta = MetadataCatalog.get(semantic)
     assert meta.task == "semantic" and meta.mask_format == "palette"
     assert meta.stuff_colors == voc_palette(3)
 
     with pytest.raises(ValueError, match="classes"):
-        register_avs_dataset(new_name(), clips, task="semantic")
-    broken = new_name("broken")
+        register_avs_dataset(new_dataset_name(), clips, task="semantic")
+    broken = new_dataset_name("broken")
     register_avs_dataset(broken, [{"file_names": [os.fspath(frames[0])]}])
     with pytest.raises(AVSDataError, match=rf"{broken}.*clip #0.*audio_file_name"):
         DatasetCatalog.get(broken)

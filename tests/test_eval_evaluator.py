@@ -1,7 +1,6 @@
 """AVSBenchEvaluator: ground-truth reading, protocol quirks, process/batch independence, outputs."""
 
 import json
-import uuid
 
 from avsegformer.evaluation import AVSBenchEvaluator, metrics
 
@@ -16,21 +15,16 @@ PALETTE = [(0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128)]
 
 
 @pytest.fixture
-def register(request):
+def register(new_dataset_name):
     """Register a throw-away dataset (records + metadata); removed after the test."""
-    names = []
 
     def _register(records, **metadata):
-        name = f"test_avs_{uuid.uuid4().hex[:8]}"
+        name = new_dataset_name("eval")
         DatasetCatalog.register(name, lambda: records)
         MetadataCatalog.get(name).set(**metadata)
-        names.append(name)
         return name
 
-    yield _register
-    for name in names:
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
+    return _register
 
 
 def _write_binary_gt(path, mask):

@@ -5,7 +5,6 @@ ResNet-50 forward at 224x224 checks the real configuration.
 """
 
 import time
-from pathlib import Path
 
 from avsegformer import add_avsegformer_config
 from avsegformer.checkpoint import convert_avsegformer_head
@@ -13,39 +12,11 @@ from avsegformer.modeling.criterion import AVSegFormerCriterion
 
 import pytest
 import torch
-from conftest import fixture_path
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
+from helpers import CONFIG_DIR, fixture_path, tiny_avsegformer_cfg
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 FRAME = 64
-
-
-def tiny_cfg(num_classes=1):
-    cfg = get_cfg()
-    add_avsegformer_config(cfg)
-    cfg.merge_from_file(str(CONFIG_DIR / "Base-AVSegFormer.yaml"))
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.RESNETS.DEPTH = 18
-    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
-    m = cfg.MODEL.AVSEGFORMER
-    m.NUM_CLASSES = num_classes
-    m.MASK_LOSS = "dice" if num_classes == 1 else "ce"
-    m.HIDDEN_DIM = 64
-    m.NUM_QUERIES = 6
-    m.QUERY_GENERATOR_LAYERS = 1
-    m.QUERY_GENERATOR_DIM_FEEDFORWARD = 32
-    m.DEC_LAYERS = 1
-    m.DIM_FEEDFORWARD = 32
-    m.QUERY_MLP_DIM = 16
-    # No dropout: two forwards of the same batch must agree.
-    m.DROPOUT = 0.0
-    h = cfg.MODEL.SEM_SEG_HEAD
-    h.CONVS_DIM = 64
-    h.TRANSFORMER_ENC_LAYERS = 1
-    h.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD = 32
-    h.DEFORMABLE_TRANSFORMER_ENCODER_DROPOUT = 0.0
-    return cfg
 
 
 def make_clip(num_frames, *, num_classes=1, size=FRAME, annotated=None, valid=None, seed=0):
@@ -71,13 +42,13 @@ def make_clip(num_frames, *, num_classes=1, size=FRAME, annotated=None, valid=No
 @pytest.fixture(scope="module")
 def binary_model():
     torch.manual_seed(0)
-    return build_model(tiny_cfg(1))
+    return build_model(tiny_avsegformer_cfg(1))
 
 
 @pytest.fixture(scope="module")
 def semantic_model():
     torch.manual_seed(0)
-    return build_model(tiny_cfg(71))
+    return build_model(tiny_avsegformer_cfg(71))
 
 
 def test_train_forward_gives_finite_losses_and_backward(binary_model):
@@ -219,7 +190,7 @@ def test_padded_frames_get_zero_logits(semantic_model, binary_model):
 @pytest.mark.parametrize("freeze_backbone", [True, False])
 def test_gradients_reach_trainable_parameters_only(freeze_backbone):
     torch.manual_seed(0)
-    model = build_model(tiny_cfg(1)).train()
+    model = build_model(tiny_avsegformer_cfg(1)).train()
     model.backbone.requires_grad_(not freeze_backbone)
     losses = model([make_clip(2, seed=11), make_clip(2, seed=12)])
     sum(losses.values()).backward()
@@ -262,7 +233,7 @@ def test_bad_inputs_are_reported_with_the_clip(binary_model):
 
 
 def test_mask_loss_must_fit_the_number_of_classes():
-    cfg = tiny_cfg(71)
+    cfg = tiny_avsegformer_cfg(71)
     cfg.MODEL.AVSEGFORMER.MASK_LOSS = "dice"
     with pytest.raises(ValueError, match="MASK_LOSS"):
         build_model(cfg)

@@ -19,8 +19,8 @@ from avsegformer.modeling.transformer import (
 
 import pytest
 import torch
-from conftest import load_fixture
 from detectron2.layers import ShapeSpec
+from helpers import load_fixture
 from torch import nn
 from torch.testing import assert_close
 

@@ -1,0 +1,129 @@
+"""Helpers shared by the test modules: reference fixtures, tiny configs, throw-away datasets.
+
+Import them as ``from helpers import ...`` (pytest puts ``tests/`` on ``sys.path``); pytest
+fixtures built on them live in ``conftest.py``.
+"""
+
+import os
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+from avsegformer import add_avsegformer_config
+
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO / "configs"
+TINY_SYNTHETIC_CONFIG = CONFIG_DIR / "synthetic" / "avsegformer_tiny_s4.yaml"
+
+#: Files produced by the original implementations: ``<repo>/../shared/reference`` (the layout of
+#: the development machines and CI), or wherever ``AVSEGFORMER_REFERENCE_DIR`` points.
+REFERENCE_DIR = Path(
+    os.environ.get("AVSEGFORMER_REFERENCE_DIR", REPO.parent / "shared" / "reference")
+)
+
+
+def fixture_path(name: str) -> Path:
+    """Path of a reference file: a key list (``"AVSegFormer_res50_s4.keys.txt"``), a fixture
+    (``"head_tiny.pt"``, also looked up under ``fixtures/``), or a path relative to
+    :data:`REFERENCE_DIR` (``"combo/fixtures/matcher.pt"``).
+
+    A missing file fails the test, always: a reference check that is not run must never pass.
+    """
+    for path in (REFERENCE_DIR / name, REFERENCE_DIR / "fixtures" / name):
+        if path.exists():
+            return path
+    pytest.fail(
+        f"reference file {name!r} is missing under {REFERENCE_DIR}: the fidelity checks need "
+        "the reference material beside the clone (../shared/reference) or "
+        "AVSEGFORMER_REFERENCE_DIR pointing at it",
+        pytrace=False,
+    )
+
+
+def load_fixture(name: str):
+    """Load a reference ``.pt`` fixture with every tensor made contiguous (some are stored as
+    overlapping strided views to keep the files small)."""
+
+    def dense(obj):
+        if torch.is_tensor(obj):
+            return obj.contiguous()
+        if isinstance(obj, dict):
+            return {k: dense(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return type(obj)(dense(v) for v in obj)
+        return obj
+
+    return dense(torch.load(fixture_path(name), map_location="cpu", weights_only=True))
+
+
+def read_key_list(name: str) -> list[tuple[str, tuple[int, ...], str]]:
+    """``(key, shape, dtype)`` rows of a reference ``*.keys.txt`` list (one ``key [d0,d1] dtype``
+    per line), in file order."""
+    entries = []
+    for line in fixture_path(name).read_text().splitlines():
+        key, shape, dtype = line.split()
+        entries.append((key, tuple(int(s) for s in shape.strip("[]").split(",") if s), dtype))
+    return entries
+
+
+def load_config(relative_path: str | os.PathLike):
+    """A project config from ``configs/`` (relative path) with the project's keys added."""
+    cfg = get_cfg()
+    add_avsegformer_config(cfg)
+    cfg.merge_from_file(os.fspath(CONFIG_DIR / relative_path))
+    return cfg
+
+
+def tiny_avsegformer_cfg(num_classes: int = 1):
+    """AVSegFormer on ResNet-18 with a narrow one-layer head: builds and runs in well under a
+    second on 64x64 frames. Dropout off, so two forwards of the same batch agree."""
+    cfg = load_config("Base-AVSegFormer.yaml")
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.RESNETS.DEPTH = 18
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    m = cfg.MODEL.AVSEGFORMER
+    m.NUM_CLASSES = num_classes
+    m.MASK_LOSS = "dice" if num_classes == 1 else "ce"
+    m.HIDDEN_DIM = 64
+    m.NUM_QUERIES = 6
+    m.QUERY_GENERATOR_LAYERS = 1
+    m.QUERY_GENERATOR_DIM_FEEDFORWARD = 32
+    m.DEC_LAYERS = 1
+    m.DIM_FEEDFORWARD = 32
+    m.QUERY_MLP_DIM = 16
+    m.DROPOUT = 0.0
+    h = cfg.MODEL.SEM_SEG_HEAD
+    h.CONVS_DIM = 64
+    h.TRANSFORMER_ENC_LAYERS = 1
+    h.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD = 32
+    h.DEFORMABLE_TRANSFORMER_ENCODER_DROPOUT = 0.0
+    return cfg
+
+
+def unique_dataset_name(prefix: str = "avs") -> str:
+    return f"test_{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def forget_dataset(name: str) -> None:
+    """Remove ``name`` from both catalogs, if it is there."""
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+    if name in MetadataCatalog.list():
+        MetadataCatalog.remove(name)
+
+
+@contextmanager
+def temporary_dataset(records: list[dict], **metadata):
+    """Register ``records`` (and ``metadata``) under a fresh name for the ``with`` block."""
+    name = unique_dataset_name()
+    DatasetCatalog.register(name, lambda: records)
+    MetadataCatalog.get(name).set(**metadata)
+    try:
+        yield name
+    finally:
+        forget_dataset(name)
