@@ -194,6 +194,9 @@ def test_state_dict_matches_combo_predictor_keys(key_list):
     )
     ours = {key: tuple(value.shape) for key, value in decoder.state_dict().items()}
     assert ours == expected
+    # Parameter counts of COMBO's predictor (measured on the original code).
+    expected_count = {2: 14_459_395, 71: 14_477_128}[num_classes]
+    assert sum(p.numel() for p in decoder.parameters()) == expected_count
 
 
 def test_initialisation_follows_the_reference_statistics():
@@ -250,3 +253,23 @@ def test_bad_inputs_raise_clear_errors():
         decoder(inputs["x"][:2], inputs["audio_features"], inputs["mask_features"])
     with pytest.raises(ValueError, match="audio_features must be"):
         decoder(inputs["x"], inputs["audio_features"][..., :128], inputs["mask_features"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_runs_on_the_device_of_its_inputs():
+    fixture = _fixture("transformer_decoder_avss.pt")
+    decoder = _decoder_from(fixture).cuda()
+    inputs = fixture["inputs"]
+    outputs = _run(
+        decoder,
+        {
+            "x": [level.cuda() for level in inputs["x"]],
+            "audio_features": inputs["audio_features"].cuda(),
+            "mask_features": inputs["mask_features"].cuda(),
+        },
+    )
+    assert outputs["pred_masks"].is_cuda
+    expected = fixture["outputs"]
+    assert_close(outputs["pred_logits"].cpu(), expected["pred_logits"], atol=1e-4, rtol=1e-4)
+    assert_close(outputs["pred_masks"].cpu(), expected["pred_masks"], atol=1e-3, rtol=1e-4)
