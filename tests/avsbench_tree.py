@@ -11,7 +11,16 @@ import pickle
 import zlib
 from pathlib import Path
 
-from avsegformer.data.datasets.avsbench import S4_CATEGORIES, avss_palette
+from avsegformer.data.datasets.layout import (
+    AVSBENCH_SUBSETS,
+    AVSS_CLASS_FILE,
+    METADATA_COLUMNS,
+    S4_CATEGORIES,
+    avss_clip_files,
+    ms3_clip_files,
+    s4_clip_files,
+)
+from avsegformer.data.masks import avss_palette
 
 import numpy as np
 import soundfile
@@ -82,6 +91,10 @@ def _write_csv(path: Path, header, rows) -> None:
         writer.writerows(rows)
 
 
+def _metadata_table(root: Path, subset: str) -> Path:
+    return root / AVSBENCH_SUBSETS[subset]["metadata_file"]
+
+
 def make_s4_tree(root: Path, videos=None, with_wav: bool = True) -> dict:
     """``Single-source`` layout. ``videos``: {split: [(name, category), ...]}."""
     videos = videos or {
@@ -90,20 +103,18 @@ def make_s4_tree(root: Path, videos=None, with_wav: bool = True) -> dict:
         "test": [("testA", S4_CATEGORIES[2]), ("testB", S4_CATEGORIES[2])],
     }
     rows = []
-    data = root / "s4_data"
     for split, items in videos.items():
         for name, category in items:
             rows.append([name, 0, category, split])
-            for k in range(1, 6):
-                write_frame(data / "visual_frames" / split / category / name / f"{name}_{k}.png")
-                if split != "train" or k == 1:
-                    write_binary_mask(
-                        data / "gt_masks" / split / category / name / f"{name}_{k}.png"
-                    )
-            write_log_mel_pkl(data / "audio_log_mel" / split / category / f"{name}.pkl")
+            files = s4_clip_files(os.fspath(root), split, category, name)
+            for frame, mask in zip(files.frames, files.masks):
+                write_frame(Path(frame))
+                if mask is not None:
+                    write_binary_mask(Path(mask))
+            write_log_mel_pkl(Path(files.audio_log_mel))
             if with_wav:
-                write_wav(data / "audio_wav" / split / category / f"{name}.wav", channels=2)
-    _write_csv(root / "s4_meta_data.csv", ["name", "start_time", "category", "split"], rows)
+                write_wav(Path(files.audio_wav), channels=2)
+    _write_csv(_metadata_table(root, "s4"), METADATA_COLUMNS["s4"], rows)
     return {"root": root, "videos": videos}
 
 
@@ -111,16 +122,16 @@ def make_ms3_tree(root: Path, videos=None) -> dict:
     """``Multi-sources`` layout (frames ``visual_frames/<v>/<v>.mp4_<k>.png``)."""
     videos = videos or {"train": ["msTrainA", "msTrainB"], "val": ["msValA"], "test": ["msTestA"]}
     rows = []
-    data = root / "ms3_data"
     for split, names in videos.items():
         for name in names:
             rows.append([name, split])
-            for k in range(1, 6):
-                write_frame(data / "visual_frames" / name / f"{name}.mp4_{k}.png")
-                write_binary_mask(data / "gt_masks" / split / name / f"{name}_{k}.png")
-            write_log_mel_pkl(data / "audio_log_mel" / split / f"{name}.pkl")
-            write_wav(data / "audio_wav" / split / f"{name}.wav")
-    _write_csv(root / "ms3_meta_data.csv", ["video_id", "split"], rows)
+            files = ms3_clip_files(os.fspath(root), split, name)
+            for frame, mask in zip(files.frames, files.masks):
+                write_frame(Path(frame))
+                write_binary_mask(Path(mask))
+            write_log_mel_pkl(Path(files.audio_log_mel))
+            write_wav(Path(files.audio_wav))
+    _write_csv(_metadata_table(root, "ms3"), METADATA_COLUMNS["ms3"], rows)
     return {"root": root, "videos": videos}
 
 
@@ -139,27 +150,23 @@ def make_avss_tree(root: Path, clips=None, wav_rate: int = 16000) -> dict:
     for split, items in clips.items():
         for uid, label in items:
             rows.append([uid[:6], uid, 0, 5, "obj", split, label])
-            count = 10 if label == "v2" else 5
-            clip = root / label / uid
-            for i in range(count):
-                write_frame(clip / "frames" / f"{i}.jpg", AVSS_FRAME_SIZE, fmt="JPEG")
-                if not (label == "v1s" and split == "train" and i > 0):
-                    write_palette_mask(clip / "labels_rgb" / f"{i}.png")
-            write_wav(clip / "audio.wav", seconds=count * 1.0, rate=wav_rate)
-    _write_csv(
-        root / "metadata.csv", ["vid", "uid", "s_min", "s_sec", "a_obj", "split", "label"], rows
-    )
+            files = avss_clip_files(os.fspath(root), split, label, uid)
+            for frame, mask in zip(files.frames, files.masks):
+                write_frame(Path(frame), AVSS_FRAME_SIZE, fmt="JPEG")
+                if mask is not None:
+                    write_palette_mask(Path(mask))
+            write_wav(Path(files.audio_wav), seconds=len(files.frames) * 1.0, rate=wav_rate)
+    _write_csv(_metadata_table(root, "avss"), METADATA_COLUMNS["avss"], rows)
     # Written in reverse order on purpose: the class order must come from the values.
     names = avss_class_names()
     mapping = {name: index for index, name in reversed(list(enumerate(names)))}
-    (root / "label2idx.json").write_text(json.dumps(mapping))
+    (root / AVSS_CLASS_FILE).write_text(json.dumps(mapping))
     return {"root": root, "clips": clips}
 
 
 def make_avsbench_tree(root: Path) -> dict:
     """All three subsets under ``root`` (the ``AVSBench`` folder)."""
     return {
-        "s4": make_s4_tree(root / "Single-source"),
-        "ms3": make_ms3_tree(root / "Multi-sources"),
-        "avss": make_avss_tree(root / "AVSS"),
+        subset: make(root / AVSBENCH_SUBSETS[subset]["folder"])
+        for subset, make in (("s4", make_s4_tree), ("ms3", make_ms3_tree), ("avss", make_avss_tree))
     }

@@ -114,16 +114,71 @@ def test_pickled_tensor_loads_like_avsbench(tmp_path):
     assert torch.equal(audio.load_log_mel(path_npy), tensor.detach()[:, 0])
 
 
-class _Exploit:
+class _TensorAfterSideEffect:
+    """A pickle payload that, when unpickled by a loader that runs arbitrary callables, writes
+    ``trace`` and then yields a valid AVSBench log-mel tensor [5, 1, 96, 64]: a loader that only
+    checks the result's type and shape would accept it."""
+
+    def __init__(self, trace: str):
+        self.trace = trace
+
     def __reduce__(self):
-        return (os.system, ("echo pwned",))
+        code = (
+            f"(open({self.trace!r}, 'w').write('code ran'), "
+            "__import__('torch').zeros(5, 1, 96, 64))[1]"
+        )
+        return (eval, (code,))
 
 
-@pytest.mark.parametrize("payload", [_Exploit(), {"not": "a tensor"}, [1, 2, 3]])
-def test_pickle_with_anything_but_a_tensor_is_refused(tmp_path, payload):
-    path = os.fspath(tmp_path / "evil.pkl")
+def _write_pickle(path, payload) -> str:
     with open(path, "wb") as f:
         pickle.dump(payload, f)
+    return os.fspath(path)
+
+
+def _write_torch_save(path, payload) -> str:
+    torch.save(payload, path)
+    return os.fspath(path)
+
+
+def _unsafe_load(path):
+    if path.endswith(".pt"):
+        return torch.load(path, weights_only=False)
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+# AVSBench's .pkl files are plain pickles; .pt files are torch.save zip archives.
+_FORMATS = pytest.mark.parametrize(
+    ("file_name", "write"), [("evil.pkl", _write_pickle), ("evil.pt", _write_torch_save)]
+)
+
+
+@_FORMATS
+def test_exploit_payload_runs_and_passes_as_a_tensor_when_unpickled(tmp_path, file_name, write):
+    # The payload is live: an unrestricted load runs its code and gets a tensor of the right shape.
+    trace = tmp_path / "trace.txt"
+    path = write(tmp_path / file_name, _TensorAfterSideEffect(os.fspath(trace)))
+    result = _unsafe_load(path)
+    assert trace.read_text() == "code ran"
+    assert torch.is_tensor(result) and result.shape == (5, 1, 96, 64)
+
+
+@_FORMATS
+def test_exploit_pickle_is_refused_without_running_its_code(tmp_path, file_name, write):
+    trace = tmp_path / "trace.txt"
+    path = write(tmp_path / file_name, _TensorAfterSideEffect(os.fspath(trace)))
+    with pytest.raises(audio.AudioError, match=file_name):
+        audio.load_log_mel(path)
+    assert not trace.exists(), "the loader executed code from the file"
+    with pytest.raises(audio.AudioError, match=file_name):
+        audio.load_pickled_tensor(path)
+    assert not trace.exists(), "the loader executed code from the file"
+
+
+@pytest.mark.parametrize("payload", [{"not": "a tensor"}, [1, 2, 3]])
+def test_pickle_with_anything_but_a_tensor_is_refused(tmp_path, payload):
+    path = _write_pickle(tmp_path / "evil.pkl", payload)
     with pytest.raises(audio.AudioError, match="evil.pkl"):
         audio.load_log_mel(path)
 

@@ -17,6 +17,7 @@ from avsegformer.data.datasets import (
     voc_palette,
 )
 from avsegformer.data.datasets.builtin import BUILTIN_AVSBENCH_NAMES, default_avsbench_root
+from avsegformer.data.datasets.layout import avss_clip_files, ms3_clip_files, s4_clip_files
 
 import numpy as np
 import pytest
@@ -87,6 +88,42 @@ def test_avss_classes_follow_json_values(avss_root, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # loaders
 # ---------------------------------------------------------------------------------------------
+def test_layout_file_names_are_avsbench_s():
+    """Every path the loaders, the generator and the test trees use, spelled out once here."""
+
+    def rel(paths):
+        return [None if p is None else os.path.relpath(p, "R") for p in paths]
+
+    s4 = s4_clip_files("R", "train", "dog_barking", "vid")
+    assert rel(s4.frames) == [f"s4_data/visual_frames/train/dog_barking/vid/vid_{k}.png"
+                              for k in range(1, 6)]  # fmt: skip
+    assert rel(s4.masks) == ["s4_data/gt_masks/train/dog_barking/vid/vid_1.png"] + [None] * 4
+    assert rel([s4.audio_log_mel, s4.audio_wav]) == [
+        "s4_data/audio_log_mel/train/dog_barking/vid.pkl",
+        "s4_data/audio_wav/train/dog_barking/vid.wav",
+    ]
+    assert all(s4_clip_files("R", "test", "dog_barking", "vid").masks)
+
+    ms3 = ms3_clip_files("R", "train", "vid")
+    assert rel(ms3.frames) == [f"ms3_data/visual_frames/vid/vid.mp4_{k}.png" for k in range(1, 6)]
+    assert rel(ms3.masks) == [f"ms3_data/gt_masks/train/vid/vid_{k}.png" for k in range(1, 6)]
+    assert rel([ms3.audio_log_mel, ms3.audio_wav]) == [
+        "ms3_data/audio_log_mel/train/vid.pkl",
+        "ms3_data/audio_wav/train/vid.wav",
+    ]
+
+    v1s = avss_clip_files("R", "train", "v1s", "uid")
+    assert rel(v1s.frames) == [f"v1s/uid/frames/{i}.jpg" for i in range(5)]
+    assert rel(v1s.masks) == ["v1s/uid/labels_rgb/0.png"] + [None] * 4
+    assert rel(v1s.semantic_masks) == ["v1s/uid/labels_semantic/0.png"] + [None] * 4
+    assert rel([v1s.audio_wav]) == ["v1s/uid/audio.wav"] and v1s.audio_log_mel is None
+    v2 = avss_clip_files("R", "train", "v2", "uid")
+    assert rel(v2.masks) == [f"v2/uid/labels_rgb/{i}.png" for i in range(10)]
+    assert all(avss_clip_files("R", "val", "v1s", "uid").masks)
+    with pytest.raises(ValueError, match="v3"):
+        avss_clip_files("R", "train", "v3", "uid")
+
+
 def _check_common(record):
     assert record["length"] == len(record["file_names"]) == len(record["sem_seg_file_names"])
     assert len(record["frame_valid"]) == record["length"]
@@ -316,7 +353,7 @@ def test_index_mask_range(tmp_path):
     Image.fromarray(np.array([[0, 2, 255]], np.uint8)).save(path)
     assert read_avs_mask(os.fspath(path), "index", num_classes=3).tolist() == [[0, 2, 255]]
     Image.fromarray(np.array([[0, 3]], np.uint8)).save(path)
-    with pytest.raises(AVSDataError, match=r"index.png.*\[3\]"):
+    with pytest.raises(AVSDataError, match=r"index.png: 1 pixels have class ids outside 0\.\.2.*: 3"):
         read_avs_mask(os.fspath(path), "index", num_classes=3)
     with pytest.raises(AVSDataError, match="missing.png"):
         read_avs_mask(os.fspath(tmp_path / "missing.png"))

@@ -77,19 +77,22 @@ def test_s4_train_clip(tree):
     assert record.get("sem_seg") is None, "the input record must not be modified"
 
 
-def test_ms3_eval_clip_scores_at_stored_size(tree):
+def test_ms3_eval_clip_reads_no_ground_truth(tree, tmp_path):
     record = load_avsbench_ms3(os.fspath(tree["ms3"]), "val")[0]
+    # The model ignores the ground truth in evaluation and the evaluator reads the files itself:
+    # the eval mapper must not open them (a missing mask is not its business).
+    record["sem_seg_file_names"] = [os.fspath(tmp_path / f"absent_{k}.png") for k in range(5)]
     out = _mapper(is_train=False, eval_size=(0, 0))(record)
+    assert "sem_seg" not in out
     assert out["frames"].shape == (5, 3, 32, 32)
-    assert (out["height"], out["width"]) == (24, 24)
-    assert out["sem_seg"].shape == (5, 24, 24)  # ground truth at its own size
-    for k, path in enumerate(record["sem_seg_file_names"]):
-        grey = np.asarray(Image.open(path))
-        assert np.array_equal(out["sem_seg"][k].numpy(), (grey > 127).astype(np.int64))
+    assert (out["height"], out["width"]) == (24, 24)  # scored at the stored size
+    assert out["sem_seg_file_names"] == record["sem_seg_file_names"]
 
     upscaled = _mapper(is_train=False, eval_size=(48, 40))(record)
-    assert upscaled["sem_seg"].shape == (5, 48, 40)
+    assert "sem_seg" not in upscaled
     assert (upscaled["height"], upscaled["width"]) == (48, 40)
+    with pytest.raises(AVSDataError, match="absent_0.png"):
+        _mapper(is_train=True)(record)  # training does read them
 
 
 def test_avss_train_crop_padding_and_labels(tree):
@@ -128,15 +131,16 @@ def test_avss_train_crop_padding_and_labels(tree):
     assert torch.equal(repeated["log_mel"][9], repeated["log_mel"][4])
 
 
-def test_avss_eval_squashes_and_keeps_padded_frames_ignored(tree):
+def test_avss_eval_squashes_and_keeps_padding_flags(tree):
     record = load_avsbench_avss(os.fspath(tree["avss"]), "test")[0]  # v1m
     out = _mapper(is_train=False, frame_size=(16, 16), eval_size=(16, 16))(record)
     path = record["file_names"][0]
     assert np.array_equal(
         out["frames"][0].permute(1, 2, 0).numpy(), _pil_resize(path, (16, 16), Image.BILINEAR)
     )
-    assert out["sem_seg"].shape == (10, 16, 16)
-    assert torch.all(out["sem_seg"][5:] == 255)
+    assert out["frames"].shape == (10, 3, 16, 16) and torch.all(out["frames"][5:] == 0)
+    assert out["frame_valid"].tolist() == [True] * 5 + [False] * 5
+    assert "sem_seg" not in out
 
 
 def test_unknown_colour_is_an_error_naming_file_and_colour(tmp_path):
@@ -199,7 +203,7 @@ def test_from_config(tree):
     record = load_avsbench_avss(os.fspath(tree["avss"]), "val")[0]
     out = test(record)
     assert (out["height"], out["width"]) == (20, 32)
-    assert out["sem_seg"].shape == (10, 20, 32)
+    assert "sem_seg" not in out
     cfg.INPUT.AUDIO_SOURCE = "mp3"
     with pytest.raises(ValueError, match="audio_source"):
         AVSDatasetMapper(cfg, is_train=True)

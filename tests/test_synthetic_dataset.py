@@ -1,7 +1,7 @@
-"""datasets/prepare_synthetic_avsbench.py: AVSBench layouts, determinism, and audio necessity."""
+"""The synthetic AVSBench generator (avsegformer.data.synthetic): AVSBench layouts, determinism,
+and audio necessity."""
 
 import hashlib
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -14,6 +14,15 @@ from avsegformer.data.datasets import (
     read_avs_mask,
     read_avss_classes,
 )
+from avsegformer.data.synthetic import (
+    CLASS_LOOKS,
+    SceneObject,
+    dataset_clip,
+    generate,
+    mix_audio,
+    place_objects,
+    render_frames,
+)
 from avsegformer.evaluation import metrics
 
 import numpy as np
@@ -22,22 +31,13 @@ import soundfile
 import torch
 from PIL import Image
 
-SCRIPT = Path(__file__).resolve().parents[1] / "datasets" / "prepare_synthetic_avsbench.py"
 SIZES = {"train": 3, "val": 1, "test": 3}
 
 
 @pytest.fixture(scope="module")
-def gen():
-    spec = importlib.util.spec_from_file_location("prepare_synthetic_avsbench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def dataset(gen, tmp_path_factory):
+def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")
-    gen.generate(str(root), split_sizes=SIZES, num_classes=5, seed=7, size=96, progress=False)
+    generate(str(root), split_sizes=SIZES, num_classes=5, seed=7, size=96, progress=False)
     return root
 
 
@@ -56,7 +56,7 @@ def _digest(root: Path) -> dict:
     }
 
 
-def test_s4_layout_reads_back(gen, dataset):
+def test_s4_layout_reads_back(dataset):
     root = str(dataset / "Single-source")
     for split, count in SIZES.items():
         records = load_avsbench_s4(root, split)
@@ -70,8 +70,8 @@ def test_s4_layout_reads_back(gen, dataset):
                        for m in masks[:1]]  # fmt: skip
             assert present == ([True] + [split != "train"] * 4)
             # The mask is exactly the sounding object; the category is its class.
-            clip = gen.dataset_clip(7, "s4", split, index, num_classes=5, size=96)
-            assert record["category"] == gen.CLASS_LOOKS[clip.sounding_classes[0]].name
+            clip = dataset_clip(7, "s4", split, index, num_classes=5, size=96)
+            assert record["category"] == CLASS_LOOKS[clip.sounding_classes[0]].name
             stored = read_avs_mask(masks[0], "binary")
             assert np.array_equal(stored.astype(bool), clip.sounding_mask[0])
             assert len(clip.objects) >= 2  # at least one silent distractor
@@ -102,11 +102,11 @@ def test_ms3_layout_reads_back(dataset):
         assert load_pickled_tensor(record["audio_file_name"]).shape == (5, 1, 96, 64)
 
 
-def test_avss_layout_reads_back(gen, dataset):
+def test_avss_layout_reads_back(dataset):
     root = dataset / "AVSS"
     classes = read_avss_classes(str(root / "label2idx.json"))
     assert len(classes) == 71 and classes[0] == "background"
-    assert classes[1 : 1 + 5] == [look.name for look in gen.CLASS_LOOKS[:5]]
+    assert classes[1 : 1 + 5] == [look.name for look in CLASS_LOOKS[:5]]
     test = load_avsbench_avss(str(root), "test")
     assert [r["avss_label"] for r in test] == ["v1s", "v1m", "v2"]
     for record in test:
@@ -125,21 +125,18 @@ def test_avss_layout_reads_back(gen, dataset):
     assert sorted(p.name for p in labels_dir.iterdir()) == ["0.png"]  # first frame only
 
 
-def test_generation_is_deterministic_with_the_seed(gen, tmp_path):
+def test_generation_is_deterministic_with_the_seed(tmp_path):
     sizes = {"train": 1, "val": 1, "test": 1}
     for folder, seed in (("a", 3), ("b", 3), ("c", 4)):
-        gen.main(
-            [
-                "--output", str(tmp_path / folder), "--seed", str(seed), "--size", "64",
-                "--num-train", "1", "--num-val", "1", "--num-test", "1", "--no-progress",
-                "--num-classes", "4",
-            ]
+        generate(
+            str(tmp_path / folder), split_sizes=sizes, num_classes=4, seed=seed, size=64,
+            progress=False,
         )  # fmt: skip
     a, b, c = (_digest(tmp_path / f) for f in "abc")
     assert len(a) > 50 and a == b
     assert a != c
     # A clip does not depend on the size of the other splits.
-    gen.generate(
+    generate(
         str(tmp_path / "d"), subsets=["s4"], split_sizes={**sizes, "train": 2}, num_classes=4,
         seed=3, size=64, progress=False,
     )  # fmt: skip
@@ -148,25 +145,25 @@ def test_generation_is_deterministic_with_the_seed(gen, tmp_path):
     assert val_files and all(d[k] == a[k] for k in val_files)
 
 
-def test_silent_objects_look_exactly_like_sounding_ones(gen):
+def test_silent_objects_look_exactly_like_sounding_ones():
     rng = np.random.default_rng(0)
-    objects = gen._place_objects(rng, [0, 3, 4], [True, False, False], 96, 5)
+    objects = place_objects(rng, [0, 3, 4], [True, False, False], 96, 5)
     flipped = [
-        gen.SceneObject(o.class_index, o.radius, o.center, o.velocity, not o.sounding)
+        SceneObject(o.class_index, o.radius, o.center, o.velocity, not o.sounding)
         for o in objects
     ]
-    frames_a, masks_a = gen.render_frames(np.random.default_rng(1), objects, 96, 5)
-    frames_b, masks_b = gen.render_frames(np.random.default_rng(1), flipped, 96, 5)
+    frames_a, masks_a = render_frames(np.random.default_rng(1), objects, 96, 5)
+    frames_b, masks_b = render_frames(np.random.default_rng(1), flipped, 96, 5)
     assert np.array_equal(frames_a, frames_b) and np.array_equal(masks_a, masks_b)
 
 
-def test_vision_alone_scores_at_most_about_half(gen):
+def test_vision_alone_scores_at_most_about_half():
     """Predicting every object (what a model that ignores the audio can do at best without
     guessing) scores <= 0.6 of the exact masks' mIoU; every clip has a silent distractor."""
     ious_all, ious_exact = [], []
     for index in range(24):
         subset = ("s4", "ms3", "avss")[index % 3]
-        clip = gen.dataset_clip(11, subset, "test", index, num_classes=8, size=96)
+        clip = dataset_clip(11, subset, "test", index, num_classes=8, size=96)
         sounding = np.array([o.sounding for o in clip.objects])
         assert (~sounding).any() and sounding.any()
         gt = torch.from_numpy(clip.sounding_mask)
@@ -181,13 +178,13 @@ def test_vision_alone_scores_at_most_about_half(gen):
     assert np.mean(ious_all) <= 0.6 * np.mean(ious_exact)
 
 
-def test_the_audio_names_the_sounding_class(gen):
+def test_the_audio_names_the_sounding_class():
     """Leave-one-out nearest class-mean on the average log-mel spectrum recovers the class."""
     features, labels = [], []
     for index in range(20):
         rng = np.random.default_rng([5, index])
         class_index = index % 4
-        waveform = gen.mix_audio(rng, [class_index], seconds=2)
+        waveform = mix_audio(rng, [class_index], seconds=2)
         features.append(waveform_to_examples(waveform).mean(dim=(0, 1)).numpy())
         labels.append(class_index)
     features, labels = np.stack(features), np.array(labels)
@@ -199,6 +196,6 @@ def test_the_audio_names_the_sounding_class(gen):
     assert correct == len(labels)
 
 
-def test_label2idx_has_71_distinct_indices(gen, dataset):
+def test_label2idx_has_71_distinct_indices(dataset):
     mapping = json.loads((dataset / "AVSS" / "label2idx.json").read_text())
     assert sorted(mapping.values()) == list(range(71))

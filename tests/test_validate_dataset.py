@@ -1,7 +1,7 @@
-"""tools/validate_dataset.py reports every kind of planted corruption, one line each."""
+"""The dataset validator (avsegformer.data.validation, tools/validate_dataset.py) reports every
+kind of planted corruption, one line each."""
 
 import csv
-import importlib.util
 import json
 import os
 import pickle
@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 from avsegformer.data.datasets import register_avsbench
+from avsegformer.data.validation import validate_dataset
 
 import numpy as np
 import pytest
@@ -29,16 +30,6 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 TOOL = REPO / "tools" / "validate_dataset.py"
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("validate_dataset_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = _load_tool()
 
 
 @pytest.fixture
@@ -68,9 +59,8 @@ def test_clean_trees_have_no_problem(tmp_path, register):
         register("avss", make_avss_tree(tmp_path / "AVSS")["root"], "train"),
     ]
     for name in names:
-        problems, clips = tool.validate_dataset(name)
+        problems, clips = validate_dataset(name)
         assert problems == [] and clips > 0
-    assert tool.main(names) == 0
 
 
 def test_binary_subset_corruptions(tmp_path, register):
@@ -104,13 +94,13 @@ def test_binary_subset_corruptions(tmp_path, register):
     with open(data / "audio_log_mel" / "test" / "male_speech" / "testB.pkl", "wb") as f:
         pickle.dump({"weights": [1, 2]}, f)
 
-    problems, clips = tool.validate_dataset(register("s4", root, "val"))
+    problems, clips = validate_dataset(register("s4", root, "val"))
     assert clips == 1
     for kind, file_name in files.items():
         assert len(_matching(problems, kind, file_name)) == 1, (kind, problems)
     assert len(problems) == len(files), problems
 
-    problems, _ = tool.validate_dataset(register("s4", root, "test"))
+    problems, _ = validate_dataset(register("s4", root, "test"))
     assert len(_matching(problems, "testA.pkl", "missing audio")) == 1
     assert len(_matching(problems, "testB.pkl", "expected a pickled tensor")) == 1
     assert len(problems) == 2, problems
@@ -122,7 +112,7 @@ def test_csv_row_pointing_nowhere_and_short_pkl(tmp_path, register):
         csv.writer(f).writerow(["ghost", "train"])
     with open(root / "ms3_data" / "audio_log_mel" / "train" / "good.pkl", "wb") as f:
         pickle.dump(torch.zeros(3, 1, 96, 64), f)
-    problems, clips = tool.validate_dataset(register("ms3", root, "train"))
+    problems, clips = validate_dataset(register("ms3", root, "train"))
     assert clips == 2
     assert len(_matching(problems, "ghost", "points nowhere", "ms3_meta_data.csv")) == 1
     assert len(_matching(problems, "good.pkl", "3 log-mel examples for 5 frames")) == 1
@@ -143,9 +133,9 @@ def test_avss_corruptions(tmp_path, register):
     (clip_b / "audio.wav").write_bytes(b"RIFF....WAVEfmt garbage")
 
     name = register("avss", root, "test")
-    problems, clips = tool.validate_dataset(name)
+    problems, clips = validate_dataset(name)
     assert clips == 2
-    assert len(_matching(problems, "1.png", "colours outside the palette", "(1, 2, 3) x1")) == 1
+    assert len(_matching(problems, "1.png", "colours outside the 71-colour palette", "(1, 2, 3) x1")) == 1
     assert len(_matching(problems, "clipA", "audio.wav", "2 log-mel examples for 5 frames")) == 1
     assert len(_matching(problems, "9.jpg", "missing frame")) == 1
     assert len(_matching(problems, "clipB", "audio.wav", "cannot read audio")) == 1
@@ -154,12 +144,15 @@ def test_avss_corruptions(tmp_path, register):
     names = avss_class_names()[:70]
     (root / "label2idx.json").write_text(json.dumps({n: i for i, n in enumerate(names)}))
     other = register("avss", root, "test")
-    problems, _ = tool.validate_dataset(other)
+    problems, _ = validate_dataset(other)
     assert len(_matching(problems, "label2idx.json", "71")) == 1
 
 
 def test_unknown_name_and_cli_exit_status(tmp_path):
-    assert tool.main(["no_such_dataset_name"]) == 1
+    assert validate_dataset("no_such_dataset_name") == (
+        ["no_such_dataset_name: not a registered dataset"],
+        0,
+    )
     root = tmp_path / "d2"
     make_ms3_tree(root / "AVSBench" / "Multi-sources", videos={"val": ["ok"], "test": ["bad"]})
     (

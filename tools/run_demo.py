@@ -2,7 +2,7 @@
 """``make demo``: train and evaluate AVSegFormer on a synthetic S4-layout dataset, on CPU.
 
 1. Generate ``$DETECTRON2_DATASETS/synthetic_avsbench/Single-source`` (128x128 frames) if it is
-   missing (``datasets/prepare_synthetic_avsbench.py``).
+   missing (:mod:`avsegformer.data.synthetic`).
 2. Train ``configs/synthetic/avsegformer_tiny_s4.yaml`` (the paper's meta-architecture, CPU-sized),
    keeping the best checkpoint by val mIoU.
 3. Evaluate it on the test split, writing prediction masks and overlays.
@@ -82,8 +82,7 @@ def ensure_dataset(root: str, quick: bool) -> str:
     if os.path.isfile(os.path.join(folder, "s4_meta_data.csv")):
         logger.info("Synthetic dataset found in %s", folder)
         return folder
-    sys.path.insert(0, os.path.join(REPO, "datasets"))
-    from prepare_synthetic_avsbench import generate
+    from avsegformer.data.synthetic import generate
 
     logger.info("Generating the synthetic S4 dataset in %s ...", folder)
     generate(

@@ -32,7 +32,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from .datasets.avsbench import AVSDataError
+from .errors import AVSDataError
 
 __all__ = [
     "AudioError",

@@ -12,7 +12,8 @@ from detectron2.data import transforms as T
 from PIL import Image
 
 from .audio import fit_examples, load_log_mel
-from .datasets.avsbench import IGNORE_LABEL, AVSDataError, avss_palette, read_avs_mask
+from .errors import AVSDataError
+from .masks import IGNORE_LABEL, avss_palette, read_avs_mask
 
 __all__ = ["AVSDatasetMapper", "resize_geometry"]
 
@@ -85,14 +86,13 @@ class AVSDatasetMapper:
     * ``frame_valid``: bool ``[T]``.
     * ``height``, ``width``: the evaluation size (``eval_size``, or the stored frame size
       when it is (0, 0)).
-    * ``sem_seg``: int64 class ids, 255 where a frame is unannotated or padded.
-      Training: ``[T, H, W]`` aligned with ``frames``. Evaluation: ``[T, height, width]``,
-      the ground truth nearest-resized to the evaluation size (what AVSegFormer scores),
-      present only when the clip has at least one mask.
+    * ``sem_seg`` (training only): int64 ``[T, H, W]`` class ids aligned with ``frames``, 255
+      where a frame is unannotated or padded. Evaluation reads no mask: the model ignores
+      ground truth there, and the evaluator reads it from ``sem_seg_file_names``.
 
     Mask decoding follows the record's ``mask_format`` (``binary``: > 127 is foreground;
-    ``palette``: exact colour match, unknown colour is an error; ``index``). Every file error
-    names the file.
+    ``palette``: exact colour match, unknown colour is an error; ``index``), see
+    :mod:`avsegformer.data.masks`. Every file error names the file.
     """
 
     @configurable
@@ -110,7 +110,8 @@ class AVSDatasetMapper:
     ):
         """
         Args:
-            is_train: training (masks at frame size, augmentations) or evaluation.
+            is_train: training (masks at frame size, augmentations) or evaluation (frames,
+                audio and the evaluation size only).
             frame_size: ``(H, W)`` every frame is brought to.
             resize_mode: ``"resize"`` or ``"crop"`` (short-side resize + centre crop).
             image_format: ``"RGB"`` or ``"BGR"`` channel order of ``frames``.
@@ -203,22 +204,13 @@ class AVSDatasetMapper:
                 f"and {len(valid)} frame_valid entries"
             )
         frames, stored_size = self._read_frames(record)
-        masks = [self._read_labels(path, record) if path else None for path in mask_paths]
         height, width = self.eval_size if all(self.eval_size) else stored_size
 
         if self.is_train:
+            masks = [self._read_labels(path, record) if path else None for path in mask_paths]
             labels = [self._train_labels(mask) for mask in masks]
             if self.augmentations is not None:
                 frames, labels = self._augment(frames, labels, valid)
-            record["sem_seg"] = torch.as_tensor(np.stack(labels).astype(np.int64))
-        elif any(mask is not None for mask in masks):
-            # The ground truth as scored: nearest-resized to the evaluation size.
-            labels = [
-                np.asarray(mask.resize((width, height), Image.NEAREST))
-                if mask is not None
-                else np.full((height, width), IGNORE_LABEL, np.uint8)
-                for mask in masks
-            ]
             record["sem_seg"] = torch.as_tensor(np.stack(labels).astype(np.int64))
 
         stacked = np.stack(frames)  # [T, H, W, 3]

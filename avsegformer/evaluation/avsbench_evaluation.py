@@ -20,11 +20,10 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
-from PIL import Image
 
-from ..data.datasets.avsbench import IGNORE_LABEL, read_avs_mask
-from . import metrics
-from .visualize import binary_mask_image, overlay_image, palette_mask_image, save_image
+from . import accumulation
+from .ground_truth import read_clip_ground_truth
+from .prediction_images import save_clip_predictions
 
 __all__ = ["AVSBenchEvaluator"]
 
@@ -32,23 +31,6 @@ logger = logging.getLogger(__name__)
 
 PADDED_FRAME_MODES = ("official", "real")
 RESULTS_FILE = "avs_results.json"
-
-
-def _read_labels(
-    path: str, mask_format: str, palette: np.ndarray | None, size: Sequence[int]
-) -> np.ndarray:
-    """Decode a ground-truth PNG like the data mapper, then resize it (PIL nearest, like the
-    reference's mask resize) to ``size`` = (height, width).
-
-    Returns:
-        int64 [H, W] class ids (binary: 0/1; 255 = ignore for ``index`` masks).
-    """
-    num_classes = len(palette) if palette is not None else None
-    labels = read_avs_mask(path, mask_format, palette=palette, num_classes=num_classes)
-    if labels.shape != tuple(size):
-        image = Image.fromarray(labels).resize((size[1], size[0]), Image.NEAREST)
-        labels = np.asarray(image)
-    return labels.astype(np.int64)
 
 
 class AVSBenchEvaluator(DatasetEvaluator):
@@ -131,10 +113,6 @@ class AVSBenchEvaluator(DatasetEvaluator):
                 raise ValueError(f"semantic dataset {dataset_name!r} has no stuff_colors palette")
             self._palette = np.asarray(colors, dtype=np.int64).reshape(-1, 3)
             self._num_classes = len(self._palette)
-            # Stats of one padded frame: zero logits -> argmax 0, label 0 -> perfect background.
-            zeros = torch.zeros(1, 1, 1, dtype=torch.int64)
-            iou, fscore, occurs = metrics.semantic_frame_stats(zeros, zeros, self._num_classes)
-            self._padded_frame_stats = (iou[0].double(), fscore[0].double(), occurs[0].long())
         else:
             self._palette = None
             self._num_classes = 1
@@ -188,17 +166,34 @@ class AVSBenchEvaluator(DatasetEvaluator):
                     f"{tuple(expected_size)}"
                 )
             frames = self._scored_frames(clip, probs.shape[0])
-            gt = self._read_ground_truth(clip, frames, tuple(probs.shape[-2:]))
+            gt = read_clip_ground_truth(
+                clip["sem_seg_file_names"] if frames else [],
+                frames,
+                clip.get("mask_format") or self._mask_format,
+                self._palette,
+                tuple(probs.shape[-2:]),
+                binary=self._task == "binary",
+            )
             if self._task == "binary":
-                record = self._binary_clip_stats(probs[frames, 0], gt)
+                record = accumulation.binary_clip_stats(probs[frames, 0], gt)
             else:
-                pred_labels = probs[frames].argmax(1)
-                record = self._semantic_clip_stats(pred_labels, gt, clip, probs.shape[0])
+                record = accumulation.semantic_clip_stats(
+                    probs[frames].argmax(1),
+                    gt,
+                    self._num_classes,
+                    self._num_padded_frames(clip, probs.shape[0]),
+                )
             record["video_id"] = video_id
             record["num_scored_frames"] = len(frames)
             self._clips.append(record)
             if self._save_predictions:
-                self._write_predictions(clip, probs, frames)
+                save_clip_predictions(
+                    os.path.join(self._output_dir, "predictions", video_id or "clip"),
+                    probs,
+                    frames,
+                    list(clip.get("file_names") or []),
+                    self._palette,
+                )
 
     def evaluate(self):
         if self._distributed:
@@ -213,9 +208,12 @@ class AVSBenchEvaluator(DatasetEvaluator):
             logger.warning("AVSBenchEvaluator on %s got no predictions", self._dataset_name)
             return OrderedDict({"avs": {}})
         if self._task == "binary":
-            results, details = self._binary_results(clips)
+            results, details = accumulation.binary_results(clips, self._fscore_group_size)
         else:
-            results, details = self._semantic_results(clips)
+            results, details = accumulation.semantic_results(
+                clips, self._num_classes, self._padded_frames
+            )
+            details["class_names"] = self._class_names()
         self._write_json(results, details, num_clips=len(clips))
         logger.info("AVSBench results on %s: %s", self._dataset_name, results)
         return OrderedDict({"avs": results})
@@ -246,72 +244,12 @@ class AVSBenchEvaluator(DatasetEvaluator):
             )
         return [t for t in range(num_frames) if valid[t] and t < len(files) and files[t]]
 
-    def _read_ground_truth(
-        self, clip: Dict[str, Any], frames: Sequence[int], size: Sequence[int]
-    ) -> torch.Tensor:
-        files = clip["sem_seg_file_names"] if frames else []
-        mask_format = clip.get("mask_format") or self._mask_format
-        masks = [_read_labels(files[t], mask_format, self._palette, size) for t in frames]
-        if not masks:
-            return torch.zeros(0, *size, dtype=torch.int64)
-        gt = torch.from_numpy(np.stack(masks))
-        if self._task == "binary" and (gt == IGNORE_LABEL).any():
-            first = next(files[t] for t, m in zip(frames, masks) if (m == IGNORE_LABEL).any())
-            raise ValueError(
-                f"{first}: ignore-label ({IGNORE_LABEL}) pixels in a binary ground truth; the "
-                "binary AVSBench metrics have no ignore region"
-            )
-        return gt
-
-    def _binary_clip_stats(self, probs: torch.Tensor, gt: torch.Tensor) -> Dict[str, Any]:
-        ious = metrics.binary_frame_iou(probs, gt)
-        curves, _ = metrics.binary_frame_fscore_curves(probs, gt)
-        return {"frame_ious": ious.numpy(), "fscore_curves": curves.numpy()}
-
-    def _semantic_clip_stats(
-        self,
-        pred_labels: torch.Tensor,
-        gt: torch.Tensor,
-        clip: Dict[str, Any],
-        num_output_frames: int,
-    ) -> Dict[str, Any]:
-        iou, fscore, occurs = metrics.semantic_frame_stats(
-            pred_labels, gt, self._num_classes, ignore_label=IGNORE_LABEL
-        )
+    def _num_padded_frames(self, clip: Dict[str, Any], num_output_frames: int) -> int:
+        """Frames the clip lacks to reach the dataset's clip length (``frame_valid`` False, or
+        not in the output at all)."""
         num_real = sum(self._frame_valid(clip, num_output_frames))
         target_frames = max(self._num_frames or 0, num_output_frames)
-        return {
-            "iou_sum": iou.double().sum(0).numpy(),
-            "fscore_sum": fscore.double().sum(0).numpy(),
-            "occurrences": occurs.long().sum(0).numpy(),
-            "num_padded_frames": max(target_frames - num_real, 0),
-        }
-
-    def _write_predictions(self, clip: Dict[str, Any], probs: torch.Tensor, frames) -> None:
-        video_id = str(clip.get("video_id", "clip"))
-        file_names = list(clip.get("file_names") or [])
-        folder = os.path.join(self._output_dir, "predictions", video_id)
-        for t in frames:
-            if self._task == "binary":
-                labels = (probs[t, 0] > 0.5).numpy().astype(np.int64)
-                mask_image = binary_mask_image(labels)
-                palette = None
-            else:
-                labels = probs[t].argmax(0).numpy()
-                mask_image = palette_mask_image(labels, self._palette)
-                palette = self._palette
-            stem = (
-                os.path.splitext(os.path.basename(file_names[t]))[0]
-                if t < len(file_names)
-                else str(t)
-            )
-            save_image(mask_image, os.path.join(folder, stem + ".png"))
-            if t < len(file_names):
-                with PathManager.open(file_names[t], "rb") as f:
-                    frame = Image.open(f)
-                    frame.load()
-                overlay = overlay_image(frame, labels, palette)
-                save_image(overlay, os.path.join(folder, stem + "_overlay.jpg"))
+        return max(target_frames - num_real, 0)
 
     # ---------------------------------------------------------------------------------------
     # split level
@@ -354,56 +292,6 @@ class AVSBenchEvaluator(DatasetEvaluator):
                 return None
             order[video_id] = index
         return order
-
-    def _binary_results(self, clips):
-        frame_ious = np.concatenate([c["frame_ious"] for c in clips])
-        curves = [torch.from_numpy(c["fscore_curves"]) for c in clips]
-        results = {
-            "mIoU": metrics.binary_miou(frame_ious),
-            "Fscore": metrics.grouped_fscore(curves, self._fscore_group_size),
-        }
-        for group_size in (1, 2, 4):
-            results[f"Fscore_group{group_size}"] = metrics.grouped_fscore(curves, group_size)
-        details = {
-            "num_frames": int(frame_ious.size),
-            "num_empty_gt_frames": int(frame_ious.size - sum(len(c) for c in curves)),
-            "fscore_group_size": self._fscore_group_size,
-        }
-        return results, details
-
-    def _semantic_results(self, clips):
-        iou_sum = np.zeros(self._num_classes, dtype=np.float64)
-        fscore_sum = np.zeros(self._num_classes, dtype=np.float64)
-        occurrences = np.zeros(self._num_classes, dtype=np.int64)
-        for c in clips:
-            iou_sum += c["iou_sum"]
-            fscore_sum += c["fscore_sum"]
-            occurrences += c["occurrences"]
-        num_padded = sum(c["num_padded_frames"] for c in clips)
-        pad_iou, pad_fscore, pad_occurs = (s.numpy() for s in self._padded_frame_stats)
-        with_padding = metrics.semantic_scores(
-            iou_sum + num_padded * pad_iou,
-            fscore_sum + num_padded * pad_fscore,
-            occurrences + num_padded * pad_occurs,
-        )
-        real_only = metrics.semantic_scores(iou_sum, fscore_sum, occurrences)
-        chosen = with_padding if self._padded_frames == "official" else real_only
-        results = {k: v for k, v in chosen.items() if not k.startswith("per_class")}
-        details = {
-            "num_frames": int(sum(c["num_scored_frames"] for c in clips)),
-            "num_padded_frames": int(num_padded),
-            "padded_frames": self._padded_frames,
-            "class_names": self._class_names(),
-            "per_class_iou": chosen["per_class_iou"],
-            "per_class_fscore": chosen["per_class_fscore"],
-            "with_padded_frames": {
-                k: v for k, v in with_padding.items() if not k.startswith("per_class")
-            },
-            "real_frames_only": {
-                k: v for k, v in real_only.items() if not k.startswith("per_class")
-            },
-        }
-        return results, details
 
     def _class_names(self) -> List[str]:
         # AVSS reads its names from label2idx.json on first access; the names are only labels.

@@ -3,7 +3,7 @@
 AVSBench lives under ``$AVSBENCH_ROOT`` when set, else ``$DETECTRON2_DATASETS/AVSBench`` (default
 ``./datasets/AVSBench``), in the folders ``Single-source``, ``Multi-sources`` and ``AVSS``.
 ``synthetic_{s4,ms3,avss}_{train,val,test}`` point at the same layout under
-``$DETECTRON2_DATASETS/synthetic_avsbench`` (written by ``datasets/prepare_synthetic_avsbench.py``).
+``$DETECTRON2_DATASETS/synthetic_avsbench`` (written by :mod:`avsegformer.data.synthetic`).
 Registration only records paths; nothing is read until a dataset is used.
 """
 
@@ -11,7 +11,8 @@ import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from .avsbench import AVSBENCH_SUBSETS, register_avsbench
+from .avsbench import register_avsbench
+from .layout import AVSBENCH_SUBSETS, SPLITS
 
 __all__ = [
     "BUILTIN_AVSBENCH_NAMES",
@@ -20,13 +21,11 @@ __all__ = [
     "register_all_avsbench",
 ]
 
-_SPLITS = ("train", "val", "test")
-
 #: Every builtin dataset name with its (subset, split).
 BUILTIN_AVSBENCH_NAMES = {
     f"avsbench_{subset}_{split}": (subset, split)
     for subset in AVSBENCH_SUBSETS
-    for split in _SPLITS
+    for split in SPLITS
 }
 
 

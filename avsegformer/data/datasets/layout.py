@@ -1,0 +1,146 @@
+"""The AVSBench layout on disk, described once for the loaders, the synthetic generator and the
+tests' tiny trees.
+
+Under the AVSBench root, one folder per subset:
+
+* ``Single-source/`` (S4): ``s4_meta_data.csv`` (name, start_time, category, split) and
+  ``s4_data/{visual_frames,gt_masks}/<split>/<category>/<name>/<name>_<k>.png`` (k = 1..5),
+  ``s4_data/audio_log_mel/<split>/<category>/<name>.pkl``, ``.../audio_wav/.../<name>.wav``.
+  Train clips are annotated on their first frame only.
+* ``Multi-sources/`` (MS3): ``ms3_meta_data.csv`` (video_id, split); frames
+  ``ms3_data/visual_frames/<name>/<name>.mp4_<k>.png`` (no split folder, the video's ``.mp4``
+  kept), masks ``gt_masks/<split>/<name>/<name>_<k>.png``, audio under ``<split>/`` like S4.
+* ``AVSS/``: ``metadata.csv`` (vid, uid, s_min, s_sec, a_obj, split, label), ``label2idx.json``
+  (class name -> index), and per clip ``<label>/<uid>/frames/<i>.jpg`` (i from 0),
+  ``labels_rgb/<i>.png`` (palette colours), ``labels_semantic/<i>.png`` (class ids) and
+  ``audio.wav``. ``label`` is the part: ``v1s``/``v1m`` clips have 5 frames, ``v2`` clips 10;
+  ``v1s`` train clips are annotated on frame 0 only.
+"""
+
+import os
+from typing import NamedTuple
+
+__all__ = [
+    "AVSBENCH_SUBSETS",
+    "AVSS_CLASS_FILE",
+    "AVSS_LABELS",
+    "METADATA_COLUMNS",
+    "S4_CATEGORIES",
+    "SPLITS",
+    "ClipFiles",
+    "annotated",
+    "avss_clip_files",
+    "ms3_clip_files",
+    "s4_clip_files",
+]
+
+SPLITS = ("train", "val", "test")
+
+#: Per subset: its folder under the AVSBench root, the clip length T of its records (AVSS clips
+#: are padded to 10) and its metadata table.
+AVSBENCH_SUBSETS = {
+    "s4": {"folder": "Single-source", "num_frames": 5, "metadata_file": "s4_meta_data.csv"},
+    "ms3": {"folder": "Multi-sources", "num_frames": 5, "metadata_file": "ms3_meta_data.csv"},
+    "avss": {"folder": "AVSS", "num_frames": 10, "metadata_file": "metadata.csv"},
+}
+
+#: The header of each subset's metadata table, as AVSBench writes it.
+METADATA_COLUMNS = {
+    "s4": ("name", "start_time", "category", "split"),
+    "ms3": ("video_id", "split"),
+    "avss": ("vid", "uid", "s_min", "s_sec", "a_obj", "split", "label"),
+}
+
+#: The 23 S4 categories (folder names under ``s4_data/*/<split>/``).
+S4_CATEGORIES = (
+    "baby_laughter", "female_singing", "male_speech", "dog_barking", "cat_meowing",
+    "lions_roaring", "horse_clip-clop", "coyote_howling", "mynah_bird_singing",
+    "playing_acoustic_guitar", "playing_tabla", "playing_violin", "playing_piano",
+    "playing_ukulele", "playing_glockenspiel", "helicopter", "race_car", "driving_buses",
+    "ambulance_siren", "typing_on_computer_keyboard", "chainsawing_trees", "cap_gun_shooting",
+    "lawn_mowing",
+)  # fmt: skip
+
+#: AVSS parts (the ``label`` column) and the real frames of their clips.
+AVSS_LABELS = {"v1s": 5, "v1m": 5, "v2": 10}
+
+#: The AVSS class table (name -> index) beside ``metadata.csv``.
+AVSS_CLASS_FILE = "label2idx.json"
+
+
+class ClipFiles(NamedTuple):
+    """Where one clip's files are.
+
+    Attributes:
+        frames: the T frame paths in order.
+        masks: T mask paths, None for the frames AVSBench does not annotate.
+        audio_wav: the clip's wav.
+        audio_log_mel: the precomputed log-mel ``.pkl`` (S4/MS3), None for AVSS.
+        semantic_masks: AVSS only, T class-id PNG paths beside the palette masks (None where
+            not annotated); None for S4/MS3.
+    """
+
+    frames: list[str]
+    masks: list[str | None]
+    audio_wav: str
+    audio_log_mel: str | None = None
+    semantic_masks: list[str | None] | None = None
+
+
+def annotated(subset: str, split: str, count: int, avss_label: str | None = None) -> list[bool]:
+    """Which of a clip's ``count`` frames have a mask: S4 train and AVSS ``v1s`` train clips
+    only their first frame, every other clip all of them."""
+    first_only = split == "train" and (subset == "s4" or (subset == "avss" and avss_label == "v1s"))
+    return [not first_only or index == 0 for index in range(count)]
+
+
+def _keep(paths: list[str], flags: list[bool]) -> list[str | None]:
+    return [path if flag else None for path, flag in zip(paths, flags)]
+
+
+def s4_clip_files(root: str, split: str, category: str, name: str) -> ClipFiles:
+    """Files of S4 clip ``name`` under the ``Single-source`` folder ``root``."""
+    data = os.path.join(root, "s4_data")
+    count = AVSBENCH_SUBSETS["s4"]["num_frames"]
+    frame_dir = os.path.join(data, "visual_frames", split, category, name)
+    mask_dir = os.path.join(data, "gt_masks", split, category, name)
+    masks = [os.path.join(mask_dir, f"{name}_{k}.png") for k in range(1, count + 1)]
+    return ClipFiles(
+        frames=[os.path.join(frame_dir, f"{name}_{k}.png") for k in range(1, count + 1)],
+        masks=_keep(masks, annotated("s4", split, count)),
+        audio_wav=os.path.join(data, "audio_wav", split, category, f"{name}.wav"),
+        audio_log_mel=os.path.join(data, "audio_log_mel", split, category, f"{name}.pkl"),
+    )
+
+
+def ms3_clip_files(root: str, split: str, name: str) -> ClipFiles:
+    """Files of MS3 clip ``name`` under the ``Multi-sources`` folder ``root``."""
+    data = os.path.join(root, "ms3_data")
+    count = AVSBENCH_SUBSETS["ms3"]["num_frames"]
+    frame_dir = os.path.join(data, "visual_frames", name)
+    mask_dir = os.path.join(data, "gt_masks", split, name)
+    return ClipFiles(
+        frames=[os.path.join(frame_dir, f"{name}.mp4_{k}.png") for k in range(1, count + 1)],
+        masks=[os.path.join(mask_dir, f"{name}_{k}.png") for k in range(1, count + 1)],
+        audio_wav=os.path.join(data, "audio_wav", split, f"{name}.wav"),
+        audio_log_mel=os.path.join(data, "audio_log_mel", split, f"{name}.pkl"),
+    )
+
+
+def avss_clip_files(root: str, split: str, label: str, uid: str) -> ClipFiles:
+    """Files of AVSS clip ``uid`` of part ``label`` (``v1s``/``v1m``/``v2``) under the ``AVSS``
+    folder ``root``; its real frames only (no padding)."""
+    if label not in AVSS_LABELS:
+        raise ValueError(f"AVSS label must be one of {sorted(AVSS_LABELS)}, got {label!r}")
+    count = AVSS_LABELS[label]
+    clip_dir = os.path.join(root, label, uid)
+    flags = annotated("avss", split, count, label)
+    indices = range(count)
+    return ClipFiles(
+        frames=[os.path.join(clip_dir, "frames", f"{i}.jpg") for i in indices],
+        masks=_keep([os.path.join(clip_dir, "labels_rgb", f"{i}.png") for i in indices], flags),
+        audio_wav=os.path.join(clip_dir, "audio.wav"),
+        semantic_masks=_keep(
+            [os.path.join(clip_dir, "labels_semantic", f"{i}.png") for i in indices], flags
+        ),
+    )
