@@ -353,7 +353,9 @@ def test_index_mask_range(tmp_path):
     Image.fromarray(np.array([[0, 2, 255]], np.uint8)).save(path)
     assert read_avs_mask(os.fspath(path), "index", num_classes=3).tolist() == [[0, 2, 255]]
     Image.fromarray(np.array([[0, 3]], np.uint8)).save(path)
-    with pytest.raises(AVSDataError, match=r"index.png: 1 pixels have class ids outside 0\.\.2.*: 3"):
+    with pytest.raises(
+        AVSDataError, match=r"index.png: 1 pixels have class ids outside 0\.\.2.*: 3"
+    ):
         read_avs_mask(os.fspath(path), "index", num_classes=3)
     with pytest.raises(AVSDataError, match="missing.png"):
         read_avs_mask(os.fspath(tmp_path / "missing.png"))

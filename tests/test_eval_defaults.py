@@ -75,7 +75,12 @@ def test_trainer_evaluator_groups_f_score_by_two_clips(tmp_path, register, confi
     gt_b = _binary_gt(tmp_path / "b.png", [[1, 1], [0, 0]])
     probs_a = torch.tensor([[[[0.8, 0.3], [0.3, 0.0]]]])
     probs_b = torch.tensor([[[[0.2, 0.2], [0.1, 0.0]]]])
-    clips = [("a0", gt_a, probs_a), ("b", gt_b, probs_b), ("a1", gt_a, probs_a), ("a2", gt_a, probs_a)]
+    clips = [
+        ("a0", gt_a, probs_a),
+        ("b", gt_b, probs_b),
+        ("a1", gt_a, probs_a),
+        ("a2", gt_a, probs_a),
+    ]
     records = [{"video_id": v, "sem_seg_file_names": [gt]} for v, gt, _ in clips]
     name = register(records, task="binary", stuff_classes=["background", "object"])
     cfg = load_config(config)

@@ -149,8 +149,7 @@ def test_silent_objects_look_exactly_like_sounding_ones():
     rng = np.random.default_rng(0)
     objects = place_objects(rng, [0, 3, 4], [True, False, False], 96, 5)
     flipped = [
-        SceneObject(o.class_index, o.radius, o.center, o.velocity, not o.sounding)
-        for o in objects
+        SceneObject(o.class_index, o.radius, o.center, o.velocity, not o.sounding) for o in objects
     ]
     frames_a, masks_a = render_frames(np.random.default_rng(1), objects, 96, 5)
     frames_b, masks_b = render_frames(np.random.default_rng(1), flipped, 96, 5)

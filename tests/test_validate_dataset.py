@@ -135,7 +135,10 @@ def test_avss_corruptions(tmp_path, register):
     name = register("avss", root, "test")
     problems, clips = validate_dataset(name)
     assert clips == 2
-    assert len(_matching(problems, "1.png", "colours outside the 71-colour palette", "(1, 2, 3) x1")) == 1
+    assert (
+        len(_matching(problems, "1.png", "colours outside the 71-colour palette", "(1, 2, 3) x1"))
+        == 1
+    )
     assert len(_matching(problems, "clipA", "audio.wav", "2 log-mel examples for 5 frames")) == 1
     assert len(_matching(problems, "9.jpg", "missing frame")) == 1
     assert len(_matching(problems, "clipB", "audio.wav", "cannot read audio")) == 1

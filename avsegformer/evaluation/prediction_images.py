@@ -44,4 +44,6 @@ def save_clip_predictions(
             with PathManager.open(frame_path, "rb") as f:
                 frame = Image.open(f)
                 frame.load()
-            save_image(overlay_image(frame, labels, palette), os.path.join(folder, stem + "_overlay.jpg"))
+            save_image(
+                overlay_image(frame, labels, palette), os.path.join(folder, stem + "_overlay.jpg")
+            )

@@ -23,9 +23,7 @@ __all__ = [
 
 #: Every builtin dataset name with its (subset, split).
 BUILTIN_AVSBENCH_NAMES = {
-    f"avsbench_{subset}_{split}": (subset, split)
-    for subset in AVSBENCH_SUBSETS
-    for split in SPLITS
+    f"avsbench_{subset}_{split}": (subset, split) for subset in AVSBENCH_SUBSETS for split in SPLITS
 }
 
 
