@@ -5,13 +5,15 @@ frames), so the project's default F-score group is 2 clips (the official ``test.
 COMBO 1; both are reported beside it). The official AVSS code and AVSegFormer pad 5-frame v1
 clips to 10 frames and score the padded frames as perfect background; COMBO scores real frames
 only. AVSegFormer scores S4/MS3 at 512x512 (ground truth nearest-upsampled) and AVSS at 224x224.
-Every shipped task config must keep these, and the trainer's evaluator must apply them.
+Every shipped task config must keep these, and the evaluator must apply them, built by the trainer
+from a config or constructed directly with its own defaults.
 """
 
 import json
 import os
 
 from avsegformer.engine.trainer import Trainer
+from avsegformer.evaluation import AVSBenchEvaluator
 
 import numpy as np
 import pytest
@@ -66,6 +68,15 @@ def register(new_dataset_name):
     return make
 
 
+def _evaluators(config, name, tmp_path):
+    """(output folder, evaluator): the trainer's from ``config``, and one with the constructor's
+    own defaults."""
+    from_config = tmp_path / "from_config"
+    yield from_config, Trainer.build_evaluator(load_config(config), name, os.fspath(from_config))
+    plain = tmp_path / "plain"
+    yield plain, AVSBenchEvaluator(name, output_dir=os.fspath(plain), distributed=False)
+
+
 @pytest.mark.parametrize("config", BINARY_CONFIGS)
 def test_trainer_evaluator_groups_f_score_by_two_clips(tmp_path, register, config):
     # Clip A is exact at a high threshold (F = 1 alone), clip B at a low one; A and B in one
@@ -83,16 +94,15 @@ def test_trainer_evaluator_groups_f_score_by_two_clips(tmp_path, register, confi
     ]
     records = [{"video_id": v, "sem_seg_file_names": [gt]} for v, gt, _ in clips]
     name = register(records, task="binary", stuff_classes=["background", "object"])
-    cfg = load_config(config)
-    evaluator = Trainer.build_evaluator(cfg, name, output_folder=os.fspath(tmp_path / "out"))
-    evaluator.reset()
-    evaluator.process(records, [{"sem_seg": probs} for _, _, probs in clips])
-    avs = evaluator.evaluate()["avs"]
-    assert avs["Fscore"] == pytest.approx((23 / 33 + 1) / 2, rel=1e-6)
-    assert avs["Fscore_group1"] == pytest.approx(1.0, rel=1e-6)
-    assert abs(avs["Fscore_group4"] - avs["Fscore"]) > 1e-3
-    saved = json.loads((tmp_path / "out" / "avs_results.json").read_text())
-    assert saved["fscore_group_size"] == 2
+    for out, evaluator in _evaluators(config, name, tmp_path):
+        evaluator.reset()
+        evaluator.process(records, [{"sem_seg": probs} for _, _, probs in clips])
+        avs = evaluator.evaluate()["avs"]
+        assert avs["Fscore"] == pytest.approx((23 / 33 + 1) / 2, rel=1e-6)
+        assert avs["Fscore_group1"] == pytest.approx(1.0, rel=1e-6)
+        assert abs(avs["Fscore_group4"] - avs["Fscore"]) > 1e-3
+        saved = json.loads((out / "avs_results.json").read_text())
+        assert saved["fscore_group_size"] == 2
 
 
 @pytest.mark.parametrize("config", AVSS_CONFIGS)
@@ -120,12 +130,11 @@ def test_trainer_evaluator_scores_padded_frames_as_background(tmp_path, register
     probs[0, 1] = 1.0
     probs[1:, 0] = 0.5
     probs[1:, 1] = 0.5
-    cfg = load_config(config)
-    evaluator = Trainer.build_evaluator(cfg, name, output_folder=os.fspath(tmp_path / "out"))
-    evaluator.reset()
-    evaluator.process([record], [{"sem_seg": probs}])
-    avs = evaluator.evaluate()["avs"]
-    assert avs["mIoU"] == pytest.approx(1.0, abs=1e-9)
-    saved = json.loads((tmp_path / "out" / "avs_results.json").read_text())
-    assert saved["padded_frames"] == "official" and saved["num_padded_frames"] == 9
-    assert saved["real_frames_only"]["mIoU"] == pytest.approx(0.5, abs=1e-9)
+    for out, evaluator in _evaluators(config, name, tmp_path):
+        evaluator.reset()
+        evaluator.process([record], [{"sem_seg": probs}])
+        avs = evaluator.evaluate()["avs"]
+        assert avs["mIoU"] == pytest.approx(1.0, abs=1e-9)
+        saved = json.loads((out / "avs_results.json").read_text())
+        assert saved["padded_frames"] == "official" and saved["num_padded_frames"] == 9
+        assert saved["real_frames_only"]["mIoU"] == pytest.approx(0.5, abs=1e-9)
