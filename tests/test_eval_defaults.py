@@ -18,8 +18,7 @@ from avsegformer.evaluation import AVSBenchEvaluator
 import numpy as np
 import pytest
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from helpers import CONFIG_DIR, load_config
+from helpers import CONFIG_DIR, load_config, temporary_dataset
 from PIL import Image
 
 TASK_CONFIGS = sorted(
@@ -57,17 +56,6 @@ def _binary_gt(path, mask):
     return os.fspath(path)
 
 
-@pytest.fixture
-def register(new_dataset_name):
-    def make(records, **metadata):
-        name = new_dataset_name("defaults")
-        DatasetCatalog.register(name, lambda: records)
-        MetadataCatalog.get(name).set(**metadata)
-        return name
-
-    return make
-
-
 def _evaluators(config, name, tmp_path):
     """(output folder, evaluator): the trainer's from ``config``, and one with the constructor's
     own defaults."""
@@ -78,7 +66,7 @@ def _evaluators(config, name, tmp_path):
 
 
 @pytest.mark.parametrize("config", BINARY_CONFIGS)
-def test_trainer_evaluator_groups_f_score_by_two_clips(tmp_path, register, config):
+def test_trainer_evaluator_groups_f_score_by_two_clips(tmp_path, config):
     # Clip A is exact at a high threshold (F = 1 alone), clip B at a low one; A and B in one
     # group score 23/33 (see test_eval_evaluator). Clips A, B, A, A: groups of 2 give
     # (23/33 + 1) / 2, groups of 1 give 1, one group of 4 gives yet another value.
@@ -93,7 +81,11 @@ def test_trainer_evaluator_groups_f_score_by_two_clips(tmp_path, register, confi
         ("a2", gt_a, probs_a),
     ]
     records = [{"video_id": v, "sem_seg_file_names": [gt]} for v, gt, _ in clips]
-    name = register(records, task="binary", stuff_classes=["background", "object"])
+    with temporary_dataset(records, task="binary", stuff_classes=["background", "object"]) as name:
+        _check_binary(config, name, records, clips, tmp_path)
+
+
+def _check_binary(config, name, records, clips, tmp_path):
     for out, evaluator in _evaluators(config, name, tmp_path):
         evaluator.reset()
         evaluator.process(records, [{"sem_seg": probs} for _, _, probs in clips])
@@ -106,7 +98,7 @@ def test_trainer_evaluator_groups_f_score_by_two_clips(tmp_path, register, confi
 
 
 @pytest.mark.parametrize("config", AVSS_CONFIGS)
-def test_trainer_evaluator_scores_padded_frames_as_background(tmp_path, register, config):
+def test_trainer_evaluator_scores_padded_frames_as_background(tmp_path, config):
     # One v1 clip padded to 10 frames, one real annotated 2x2 frame of class 1 predicted
     # exactly. Real frames only: class 0 never occurs (IoU 0), class 1 has IoU 1 -> mIoU 0.5.
     # Official: 9 padded frames add a perfect background each -> class 0 IoU 1 -> mIoU 1.
@@ -119,17 +111,16 @@ def test_trainer_evaluator_scores_padded_frames_as_background(tmp_path, register
         "frame_valid": [True] + [False] * 9,
         "mask_format": "palette",
     }
-    name = register(
-        [record],
-        task="semantic",
-        stuff_classes=["background", "thing"],
-        stuff_colors=palette,
-        num_frames=10,
-    )
     probs = torch.zeros(10, 2, 2, 2)
     probs[0, 1] = 1.0
     probs[1:, 0] = 0.5
     probs[1:, 1] = 0.5
+    metadata = {"stuff_classes": ["background", "thing"], "stuff_colors": palette}
+    with temporary_dataset([record], task="semantic", num_frames=10, **metadata) as name:
+        _check_semantic(config, name, record, probs, tmp_path)
+
+
+def _check_semantic(config, name, record, probs, tmp_path):
     for out, evaluator in _evaluators(config, name, tmp_path):
         evaluator.reset()
         evaluator.process([record], [{"sem_seg": probs}])
