@@ -34,6 +34,7 @@ from .layout import (
     AVSS_CLASS_FILE,
     AVSS_LABELS,
     SPLITS,
+    ClipFiles,
     avss_clip_files,
     ms3_clip_files,
     s4_clip_files,
@@ -149,6 +150,19 @@ def _metadata_table(root: str, subset: str) -> str:
     return os.path.join(root, AVSBENCH_SUBSETS[subset]["metadata_file"])
 
 
+def _binary_record(name: str, files: ClipFiles) -> dict:
+    """The record of an S4/MS3 clip: every frame real, the precomputed log-mel as its audio."""
+    return {
+        "video_id": name,
+        "file_names": files.frames,
+        "sem_seg_file_names": files.masks,
+        "audio_file_name": files.audio_log_mel,
+        "audio_wav_file_name": files.audio_wav,
+        "frame_valid": [True] * len(files.frames),
+        "mask_format": "binary",
+    }
+
+
 def load_avsbench_s4(root: str, split: str, *, probe_sizes: bool = True) -> list[dict]:
     """Clips of the AVSBench Single-source subset.
 
@@ -166,19 +180,8 @@ def load_avsbench_s4(root: str, split: str, *, probe_sizes: bool = True) -> list
     records = []
     for row in _split_rows(_metadata_table(root, "s4"), split, columns):
         name, category = row["name"], row["category"]
-        files = s4_clip_files(root, split, category, name)
-        records.append(
-            {
-                "video_id": name,
-                "category": category,
-                "file_names": files.frames,
-                "sem_seg_file_names": files.masks,
-                "audio_file_name": files.audio_log_mel,
-                "audio_wav_file_name": files.audio_wav,
-                "frame_valid": [True] * len(files.frames),
-                "mask_format": "binary",
-            }
-        )
+        record = _binary_record(name, s4_clip_files(root, split, category, name))
+        records.append({**record, "category": category})
     return _finish(records, probe_sizes)
 
 
@@ -199,18 +202,7 @@ def load_avsbench_ms3(root: str, split: str, *, probe_sizes: bool = True) -> lis
     records = []
     for row in _split_rows(_metadata_table(root, "ms3"), split, columns):
         name = row["name"]
-        files = ms3_clip_files(root, split, name)
-        records.append(
-            {
-                "video_id": name,
-                "file_names": files.frames,
-                "sem_seg_file_names": files.masks,
-                "audio_file_name": files.audio_log_mel,
-                "audio_wav_file_name": files.audio_wav,
-                "frame_valid": [True] * len(files.frames),
-                "mask_format": "binary",
-            }
-        )
+        records.append(_binary_record(name, ms3_clip_files(root, split, name)))
     return _finish(records, probe_sizes)
 
 
