@@ -23,11 +23,14 @@ class ToyModel(torch.nn.Module):
         self.head = torch.nn.Conv2d(4, 1, 1)
         self.nan_at_call = None
         self.calls = 0
+        #: dtype of the head's output in each forward: what autocast (if any) computed in.
+        self.forward_dtypes = []
 
     def forward(self, batched_inputs):
         frames = torch.stack([x["frames"] for x in batched_inputs]).flatten(0, 1).float()
         target = torch.stack([x["target"] for x in batched_inputs]).flatten(0, 1)
         out = self.head(self.backbone(frames))
+        self.forward_dtypes.append(out.dtype)
         loss = (out.mean(dim=(1, 2, 3)) - target).square().mean()
         self.calls += 1
         if self.nan_at_call is not None and self.calls > self.nan_at_call:

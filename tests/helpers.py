@@ -4,7 +4,9 @@ Import them as ``from helpers import ...`` (pytest puts ``tests/`` on ``sys.path
 fixtures built on them live in ``conftest.py``.
 """
 
+import importlib.util
 import os
+import sys
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +19,7 @@ from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 REPO = Path(__file__).resolve().parents[1]
+TOOLS_DIR = REPO / "tools"
 CONFIG_DIR = REPO / "configs"
 TINY_SYNTHETIC_CONFIG = CONFIG_DIR / "synthetic" / "avsegformer_tiny_s4.yaml"
 
@@ -25,6 +28,25 @@ TINY_SYNTHETIC_CONFIG = CONFIG_DIR / "synthetic" / "avsegformer_tiny_s4.yaml"
 REFERENCE_DIR = Path(
     os.environ.get("AVSEGFORMER_REFERENCE_DIR", REPO.parent / "shared" / "reference")
 )
+
+
+def load_tool(name: str):
+    """The script ``tools/<name>.py`` as a module (loaded once per test session), so tests call
+    its functions in-process; ``sys.path`` is left alone."""
+    module_name = f"avs_tool_{name}"
+    if module_name not in sys.modules:
+        path = TOOLS_DIR / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or not path.is_file():
+            raise FileNotFoundError(f"no tool script {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[module_name]
+            raise
+    return sys.modules[module_name]
 
 
 def fixture_path(name: str) -> Path:

@@ -10,7 +10,6 @@ entry it came from.
 import argparse
 import logging
 import re
-import sys
 from pathlib import Path
 
 import avsegformer  # noqa: F401  (before any detectron2 sub-package)
@@ -25,13 +24,11 @@ import torchvision
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
-from helpers import read_key_list
+from helpers import load_tool, read_key_list
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tools"))
-
-import convert_avsegformer_checkpoint as convert_checkpoint_tool  # noqa: E402
-import convert_pretrained_weights as convert_pretrained_tool  # noqa: E402
+convert_checkpoint_tool = load_tool("convert_avsegformer_checkpoint")
+convert_pretrained_tool = load_tool("convert_pretrained_weights")
 
 CASES = {
     # key list -> config of the matching model

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+from helpers import load_tool
 
 cv2 = pytest.importorskip("cv2")
 
@@ -17,14 +18,7 @@ CONFIG = REPO / "configs" / "synthetic" / "avsegformer_tiny_s4.yaml"
 TINY_OPTS = ["--opts", "INPUT.FRAME_SIZE", "(64, 64)", "MODEL.WEIGHTS", ""]
 
 
-def _load_demo():
-    spec = importlib.util.spec_from_file_location("avs_demo_tool", REPO / "tools" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-demo = _load_demo()
+demo = load_tool("demo")
 
 
 def write_video(path: Path, seconds: float, fps: int = 10, size=(80, 60)) -> Path:

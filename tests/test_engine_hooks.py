@@ -100,12 +100,14 @@ def test_best_checkpointer_state_round_trip():
     assert (restored.best_metric, restored.best_iter) == (0.75, 99)
 
 
-def test_amp_on_cpu_trains_under_bfloat16_autocast(tmp_path):
+@pytest.mark.parametrize("amp, dtype", [(True, torch.bfloat16), (False, torch.float32)])
+def test_amp_on_cpu_trains_under_bfloat16_autocast(tmp_path, amp, dtype):
     cfg = toy_cfg(tmp_path, MAX_ITER=3)
-    cfg.SOLVER.AMP.ENABLED = True
+    cfg.SOLVER.AMP.ENABLED = amp
     trainer = ToyTrainer(cfg)
-    assert trainer._trainer.autocast_dtype is torch.bfloat16
     before = trainer.model.head.weight.detach().clone()
     trainer.train()
+    # The convolutions inside the forward ran in bfloat16 only under AMP.
+    assert trainer.model.forward_dtypes == [dtype] * 3
     assert trainer.model.head.weight.dtype is torch.float32  # weights stay fp32
     assert not torch.equal(before, trainer.model.head.weight)

@@ -8,7 +8,6 @@ environment set-up) and fail without it, so the native kernels can never go unte
 import importlib
 import logging
 import sys
-from pathlib import Path
 
 from avsegformer.layers import (
     MSDeformAttn,
@@ -20,7 +19,7 @@ from avsegformer.layers import (
 
 import pytest
 import torch
-from helpers import load_fixture
+from helpers import load_fixture, load_tool
 
 # The backends' internals (extension cache, logged choices) live in the function module.
 msda = importlib.import_module("avsegformer.layers.ms_deform_attn_function")
@@ -362,11 +361,7 @@ def test_module_under_autocast_returns_finite_values():
 
 
 def test_benchmark_tool_times_every_backend(capsys):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-    try:
-        benchmark = importlib.import_module("benchmark_ms_deform_attn")
-    finally:
-        sys.path.pop(0)
+    benchmark = load_tool("benchmark_ms_deform_attn")
     argv = ["--sizes", "40", "--frames", "1", "--threads", "1", "--repeats", "1"]
     results = benchmark.main(argv)
     backends = {"pytorch", "compiled"} if compiled_op_available() else {"pytorch"}

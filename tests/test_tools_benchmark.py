@@ -1,17 +1,17 @@
 """tools/benchmark.py end to end on the CPU-sized synthetic config (figures are not checked)."""
 
 import json
-import sys
 from pathlib import Path
 
-import avsegformer  # noqa: F401  (before any detectron2 sub-package)
+from avsegformer.config import setup_cfg
 
 import pytest
+import torch
+from detectron2.modeling import build_model
+from helpers import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tools"))
-
-import benchmark  # noqa: E402
+benchmark = load_tool("benchmark")
 
 
 def test_benchmark_reports_both_phases(tmp_path, capsys):
@@ -36,10 +36,30 @@ def test_benchmark_reports_both_phases(tmp_path, capsys):
     assert "eval" in table and "train" in table and "frames/s" in table
 
 
-def test_benchmark_refuses_cuda_without_a_gpu():
-    import torch
+def test_benchmark_loads_model_weights_from_the_opts(tmp_path, monkeypatch):
+    """``--opts MODEL.WEIGHTS FILE`` is loaded into the timed model (else it is random)."""
+    config = REPO / "configs" / "synthetic" / "avsegformer_tiny_s4.yaml"
+    source = build_model(setup_cfg(config))
+    with torch.no_grad():
+        for index, parameter in enumerate(source.parameters()):
+            parameter.fill_(index / 1000)
+    weights = tmp_path / "weights.pth"
+    torch.save({"model": source.state_dict()}, weights)
 
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is present")
-    with pytest.raises(SystemExit, match="CUDA is not available"):
-        benchmark.main(["--config-file", "x.yaml", "--device", "cuda"])
+    built = []
+
+    def recording_build_model(cfg):
+        built.append(build_model(cfg))
+        return built[-1]
+
+    monkeypatch.setattr(benchmark, "build_model", recording_build_model)
+    argv = ["--config-file", str(config), "--phases", "eval", "--frames", "1", "--size", "64",
+            "--runs", "1", "--warmup", "0"]  # fmt: skip
+    benchmark.main([*argv, "--opts", "MODEL.WEIGHTS", str(weights)])
+    benchmark.main(argv)
+    loaded, random = (dict(model.state_dict()) for model in built)
+    for key, value in source.state_dict().items():
+        assert torch.equal(loaded[key], value), key
+    assert not torch.equal(
+        random["backbone.stem.conv1.weight"], loaded["backbone.stem.conv1.weight"]
+    )

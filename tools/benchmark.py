@@ -4,11 +4,15 @@
     python tools/benchmark.py --config-file configs/s4/avsegformer_R50.yaml \
         --device cpu --threads 2 --frames 5 --size 224 --runs 3 --output bench.json
 
-The model is randomly initialised (nothing is downloaded) and fed one random clip that follows
-the model I/O contract (uint8 frames, log-mel, and for training a mask and frame flags). Eval is
+The model is randomly initialised (the config's pretrained files are not read, nothing is
+downloaded) unless ``--opts MODEL.WEIGHTS FILE`` names a checkpoint, and fed one random clip
+that follows the model I/O contract (uint8 frames, log-mel, and for training a mask and frame flags). Eval is
 ``model([clip])`` under ``torch.no_grad()``; a training step is forward + backward + optimiser
 step (the project's ``build_optimizer``: AdamW for the AVSegFormer configs) with the visual
 backbone trainable. Each figure is the median over ``--runs`` runs after ``--warmup`` runs.
+
+The device is ``--device``, else the config's ``MODEL.DEVICE``; without a GPU a CUDA device
+falls back to the CPU with one warning (the table's ``device`` says which one ran).
 
 Peak memory is the process's peak resident set size on CPU (reset before each phase where the
 kernel allows it, /proc/self/clear_refs; otherwise the process-lifetime peak) and
@@ -26,16 +30,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from avsegformer.config import setup_cfg
+from avsegformer.solver import build_optimizer
+
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import avsegformer  # noqa: E402,F401  (before any detectron2 sub-package)
-from avsegformer import add_avsegformer_config  # noqa: E402
-from avsegformer.solver import build_optimizer  # noqa: E402
-
-from detectron2.config import get_cfg  # noqa: E402
-from detectron2.modeling import build_model  # noqa: E402
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_model
 
 logger = logging.getLogger("benchmark")
 
@@ -45,7 +45,9 @@ PRECISIONS = ("fp32", "bf16")
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config-file", required=True)
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda"], help="default: the config's MODEL.DEVICE"
+    )
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = torch's)")
     parser.add_argument("--frames", type=int, default=5, help="frames T of the one clip")
     parser.add_argument("--size", type=int, default=224, help="square frame size")
@@ -58,21 +60,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def setup_cfg(args: argparse.Namespace):
-    cfg = get_cfg()
-    add_avsegformer_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    # Random weights: benchmarks must not depend on (or download) pretrained files.
-    cfg.MODEL.WEIGHTS = ""
-    cfg.MODEL.AUDIO.WEIGHTS = ""
-    cfg.MODEL.DEVICE = args.device
-    cfg.freeze()
-    return cfg
+def benchmark_cfg(args: argparse.Namespace):
+    """The config file with random weights, then ``--device``, then ``--opts``.
+
+    The config's pretrained files are dropped (a benchmark must not depend on, or download,
+    them); weights given in ``--opts`` (``MODEL.WEIGHTS``, ``MODEL.AUDIO.WEIGHTS``) are used.
+    """
+    opts = ["MODEL.WEIGHTS", "", "MODEL.AUDIO.WEIGHTS", ""]
+    if args.device:
+        opts += ["MODEL.DEVICE", args.device]
+    return setup_cfg(args.config_file, [*opts, *args.opts])
 
 
 def make_clip(cfg, num_frames: int, size: int, train: bool) -> dict:
-    """One random clip as the data mapper produces it (model I/O contract, issue #3)."""
+    """One random clip as the data mapper produces it (the model's input contract)."""
     generator = torch.Generator().manual_seed(0)
     clip = {
         "frames": torch.randint(
@@ -144,25 +145,25 @@ def time_runs(step: Callable[[], None], runs: int, warmup: int, device: str) -> 
     return times
 
 
-def benchmark_eval(model, clip, args, memory: PeakMemory) -> dict:
+def benchmark_eval(model, clip, args, device: str, memory: PeakMemory) -> dict:
     model.eval()
 
     def step():
-        with torch.no_grad(), autocast_context(args.precision, args.device):
+        with torch.no_grad(), autocast_context(args.precision, device):
             model([clip])
 
     memory.reset()
-    times = time_runs(step, args.runs, args.warmup, args.device)
+    times = time_runs(step, args.runs, args.warmup, device)
     return summarize(times, args.frames, memory.peak_bytes())
 
 
-def benchmark_train(model, clip, cfg, args, memory: PeakMemory) -> dict:
+def benchmark_train(model, clip, cfg, args, device: str, memory: PeakMemory) -> dict:
     model.train()
     model.backbone.requires_grad_(True)
     optimizer = build_optimizer(cfg, model)
 
     def step():
-        with autocast_context(args.precision, args.device):
+        with autocast_context(args.precision, device):
             losses = model([clip])
         total = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
@@ -170,7 +171,7 @@ def benchmark_train(model, clip, cfg, args, memory: PeakMemory) -> dict:
         optimizer.step()
 
     memory.reset()
-    times = time_runs(step, args.runs, args.warmup, args.device)
+    times = time_runs(step, args.runs, args.warmup, device)
     return summarize(times, args.frames, memory.peak_bytes())
 
 
@@ -199,27 +200,28 @@ def print_table(results: dict, header: dict) -> None:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda but CUDA is not available")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    cfg = setup_cfg(args)
+    cfg = benchmark_cfg(args)
+    device = torch.device(cfg.MODEL.DEVICE).type
     torch.manual_seed(0)
     model = build_model(cfg)
+    if cfg.MODEL.WEIGHTS:
+        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     num_parameters = sum(p.numel() for p in model.parameters())
 
-    memory = PeakMemory(args.device)
+    memory = PeakMemory(device)
     results = {}
     for phase in args.phases:
         clip = make_clip(cfg, args.frames, args.size, train=phase == "train")
         if phase == "eval":
-            results[phase] = benchmark_eval(model, clip, args, memory)
+            results[phase] = benchmark_eval(model, clip, args, device, memory)
         else:
-            results[phase] = benchmark_train(model, clip, cfg, args, memory)
+            results[phase] = benchmark_train(model, clip, cfg, args, device, memory)
 
     header = {
         "config": args.config_file,
-        "device": args.device,
+        "device": device,
         "threads": torch.get_num_threads(),
         "frames": args.frames,
         "size": args.size,

@@ -10,14 +10,11 @@ entries are an error; the groups the original saves but never uses are dropped w
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
+from avsegformer.checkpoint import convert_avsegformer_checkpoint
+
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from avsegformer.checkpoint import convert_avsegformer_checkpoint  # noqa: E402
 
 logger = logging.getLogger("convert_avsegformer_checkpoint")
 

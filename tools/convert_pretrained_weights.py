@@ -16,20 +16,17 @@ ImageNet initialisation. The VGGish output is a flat tensor-only state dict.
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from avsegformer.checkpoint import (  # noqa: E402
+from avsegformer.checkpoint import (
     convert_pvt_v2,
     convert_torchvision_resnet,
     convert_vggish,
     unwrap_state_dict,
 )
+
+import numpy as np
+import torch
 
 logger = logging.getLogger("convert_pretrained_weights")
 

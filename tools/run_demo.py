@@ -22,10 +22,9 @@ import os
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from avsegformer.config import setup_cfg
 
-from avsegformer import add_avsegformer_config  # noqa: E402  (first: Detectron2 v0.6 fixes)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 logger = logging.getLogger("avsegformer.demo")
 
@@ -181,17 +180,8 @@ def make_audio_front_end(cfg, dataset: str, path: str, max_clips: int = 64) -> s
 
 
 def build_cfg(args, output_dir: str):
-    from detectron2.config import get_cfg
-
-    cfg = get_cfg()
-    add_avsegformer_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    if args.quick:
-        cfg.merge_from_list(QUICK_OPTS)
-    cfg.merge_from_list(args.opts)
-    cfg.OUTPUT_DIR = output_dir
-    cfg.freeze()
-    return cfg
+    quick_opts = QUICK_OPTS if args.quick else []
+    return setup_cfg(args.config_file, [*quick_opts, *args.opts, "OUTPUT_DIR", output_dir])
 
 
 def train(cfg) -> None:

@@ -7,24 +7,23 @@
     python tools/train_net.py --config-file ... --num-gpus 8      # one machine, 8 GPUs
     torchrun --nproc_per_node 2 tools/train_net.py --config-file ...   # CPU (gloo) or GPU
 
+Without a GPU, a config whose ``MODEL.DEVICE`` is ``cuda`` (every task config) runs on the CPU
+after one warning.
+
 On the main process the evaluation results are also written to ``OUTPUT_DIR/eval_results.json``.
 """
 
 import json
 import logging
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from avsegformer.config import setup_cfg
+from avsegformer.engine import AtomicDetectionCheckpointer, Trainer, launch
 
-from avsegformer import add_avsegformer_config  # noqa: E402  (first: Detectron2 v0.6 fixes)
-from avsegformer.engine import AtomicDetectionCheckpointer, Trainer, launch  # noqa: E402
-
-from detectron2.config import get_cfg  # noqa: E402
-from detectron2.engine import default_argument_parser, default_setup  # noqa: E402
-from detectron2.evaluation import verify_results  # noqa: E402
-from detectron2.utils import comm  # noqa: E402
-from detectron2.utils.logger import setup_logger  # noqa: E402
+from detectron2.engine import default_argument_parser, default_setup
+from detectron2.evaluation import verify_results
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 logger = logging.getLogger("avsegformer")
 
@@ -33,11 +32,7 @@ RESULTS_FILE = "eval_results.json"
 
 def setup(args):
     """Config from ``--config-file`` and the trailing ``KEY VALUE`` overrides; logging; seeds."""
-    cfg = get_cfg()
-    add_avsegformer_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    cfg.freeze()
+    cfg = setup_cfg(args.config_file, args.opts)
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="avsegformer")
     return cfg

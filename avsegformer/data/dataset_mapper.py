@@ -15,7 +15,7 @@ from .audio import fit_examples, load_log_mel
 from .errors import AVSDataError
 from .masks import IGNORE_LABEL, avss_palette, read_avs_mask
 
-__all__ = ["AVSDatasetMapper", "resize_geometry"]
+__all__ = ["AVSDatasetMapper", "frames_to_tensor", "resize_frame", "resize_geometry"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,25 @@ def _apply_geometry(image: Image.Image, geometry, resample: int) -> Image.Image:
     resize_to, crop_box = geometry
     image = image.resize(resize_to, resample)
     return image.crop(crop_box) if crop_box is not None else image
+
+
+def resize_frame(
+    image: Image.Image, frame_size: tuple[int, int], mode: str = "resize"
+) -> np.ndarray:
+    """An RGB PIL image brought to ``frame_size`` ``(H, W)`` as the mapper brings every frame
+    (PIL bilinear; ``mode`` as in :func:`resize_geometry`), as uint8 ``[H, W, 3]``."""
+    geometry = resize_geometry((image.height, image.width), frame_size, mode)
+    return np.asarray(_apply_geometry(image, geometry, Image.BILINEAR))
+
+
+def frames_to_tensor(frames: Sequence[np.ndarray], image_format: str = "RGB") -> torch.Tensor:
+    """RGB uint8 ``[H, W, 3]`` frames -> the model's uint8 ``[T, 3, H, W]`` in ``image_format``
+    (``"RGB"`` or ``"BGR"``) channel order."""
+    stacked = np.stack(frames)
+    if image_format == "BGR":
+        stacked = stacked[..., ::-1]
+    # Tensors share memory across dataloader workers more cheaply than numpy arrays.
+    return torch.as_tensor(np.ascontiguousarray(stacked.transpose(0, 3, 1, 2)))
 
 
 def _read_frame(path: str) -> Image.Image:
@@ -213,11 +232,7 @@ class AVSDatasetMapper:
                 frames, labels = self._augment(frames, labels, valid)
             record["sem_seg"] = torch.as_tensor(np.stack(labels).astype(np.int64))
 
-        stacked = np.stack(frames)  # [T, H, W, 3]
-        if self.image_format == "BGR":
-            stacked = stacked[..., ::-1]
-        # Tensors share memory across dataloader workers more cheaply than numpy arrays.
-        record["frames"] = torch.as_tensor(np.ascontiguousarray(stacked.transpose(0, 3, 1, 2)))
+        record["frames"] = frames_to_tensor(frames, self.image_format)
         audio_path = self._audio_path(record)
         record["log_mel"] = fit_examples(
             load_log_mel(audio_path), num_frames, self.audio_pad, source=audio_path
@@ -226,10 +241,12 @@ class AVSDatasetMapper:
         record["height"], record["width"] = int(height), int(width)
         return record
 
+    @property
+    def _active_resize_mode(self) -> str:
+        return self.resize_mode if self.is_train else "resize"
+
     def _geometry(self, size: tuple[int, int]):
-        return resize_geometry(
-            size, self.frame_size, self.resize_mode if self.is_train else "resize"
-        )
+        return resize_geometry(size, self.frame_size, self._active_resize_mode)
 
     def _read_frames(self, record: dict) -> tuple[list[np.ndarray], tuple[int, int]]:
         """Frames as uint8 ``[H, W, 3]`` at ``frame_size`` (zeros for padded entries), and the
@@ -242,7 +259,7 @@ class AVSDatasetMapper:
             image = _read_frame(path)
             size = (image.height, image.width)
             stored_size = stored_size or size
-            frames.append(np.asarray(_apply_geometry(image, self._geometry(size), Image.BILINEAR)))
+            frames.append(resize_frame(image, self.frame_size, self._active_resize_mode))
         if stored_size is None:
             raise AVSDataError(f"clip {record.get('video_id')}: no frame file")
         return frames, stored_size

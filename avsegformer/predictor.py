@@ -1,0 +1,187 @@
+"""Segment the sounding objects of a user's own clip, like Detectron2's ``DefaultPredictor``.
+
+A clip is cut as AVSBench cuts its clips: the audio into 0.96 s windows (one VGGish log-mel
+example each) and one frame taken at the middle of each window. :func:`read_clip` does that for
+a video (its own audio track or a separate audio file) or for a folder of frames plus an audio
+file (every image is one step; the audio is fitted to them), and :class:`ClipPredictor` runs the
+model of a config over the result::
+
+    frames, log_mel = read_clip(video="clip.mp4")
+    predictor = ClipPredictor(setup_cfg("configs/s4/avsegformer_R50.yaml", opts))
+    probs = predictor(frames, log_mel)                     # [T, K, H, W] at the frames' size
+    write_predictions("out/", frames, predictor.labels(probs), predictor.palette(probs.shape[1]))
+"""
+
+import logging
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import MetadataCatalog
+from detectron2.modeling import build_model
+from PIL import Image
+
+from .data.audio import EXAMPLE_FRAMES, HOP_SAMPLES, SAMPLE_RATE, fit_examples, waveform_to_examples
+from .data.dataset_mapper import frames_to_tensor, resize_frame
+from .data.datasets.avsbench import AVSS_NUM_CLASSES, avss_palette, voc_palette
+from .data.media import (
+    MediaError,
+    check_video,
+    read_audio_file,
+    read_audio_track,
+    read_image_folder,
+    read_video_frames,
+    write_video,
+)
+from .evaluation.visualize import binary_mask_image, overlay_image, palette_mask_image, save_image
+
+__all__ = ["STEP_SECONDS", "ClipPredictor", "audio_examples", "read_clip", "write_predictions"]
+
+logger = logging.getLogger(__name__)
+
+#: Seconds of audio per frame step: one VGGish example (96 hops of 10 ms).
+STEP_SECONDS = EXAMPLE_FRAMES * HOP_SAMPLES / SAMPLE_RATE
+
+
+def audio_examples(samples: np.ndarray, rate: int, source: str) -> torch.Tensor:
+    """VGGish log-mel examples ``[N, 96, 64]``, N >= 1, of mono ``samples`` at ``rate`` Hz;
+    ``source`` names the file in the error raised for audio shorter than one example."""
+    examples = waveform_to_examples(samples, rate)
+    if examples.shape[0] == 0:
+        raise MediaError(
+            f"{source}: the audio is too short ({len(samples) / rate:.2f} s); at least "
+            f"{STEP_SECONDS + 0.015:.3f} s are needed"
+        )
+    return examples
+
+
+def read_clip(
+    *, video: str | None = None, frames: str | None = None, audio: str | None = None
+) -> tuple[list[Image.Image], torch.Tensor]:
+    """The frames (RGB PIL, own size) and log-mel examples ``[T, 96, 64]`` of one clip, aligned
+    one to one.
+
+    Args:
+        video: a video file; one frame at the middle of each 0.96 s audio step, as many steps as
+            both the audio and the video cover.
+        frames: a folder of images instead (name order, one step each); needs ``audio``, whose
+            examples are cut or repeated (the last one) to the number of images.
+        audio: an audio file (any rate or format soundfile or librosa reads); for a video
+            without it, the video's own audio track.
+    """
+    if (video is None) == (frames is None):
+        raise ValueError("read_clip needs exactly one of video= and frames=")
+    if frames is not None:
+        if audio is None:
+            raise MediaError(f"{frames}: a folder of images has no sound; an audio file is needed")
+        images = read_image_folder(frames)
+        log_mel = audio_examples(*read_audio_file(audio), source=audio)
+        return images, fit_examples(log_mel, len(images), "repeat", source=audio)
+    check_video(video)  # a bad video is reported before its audio
+    samples, rate = read_audio_file(audio) if audio else read_audio_track(video)
+    log_mel = audio_examples(samples, rate, source=audio or video)
+    times = [(step + 0.5) * STEP_SECONDS for step in range(log_mel.shape[0])]
+    images = read_video_frames(video, times)
+    return images, log_mel[: len(images)]
+
+
+class ClipPredictor:
+    """The model of a config, in eval mode with ``MODEL.WEIGHTS`` loaded, applied to one clip.
+
+    Frames of any size go through the data mapper's resize to ``INPUT.FRAME_SIZE`` and channel
+    order (``INPUT.FORMAT``); the model returns each frame's probabilities at its own size. Up to
+    ``chunk`` frames of equal size go through one forward pass (memory vs. speed).
+    """
+
+    def __init__(self, cfg, *, chunk: int = 5):
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        self.cfg = cfg.clone()
+        self.chunk = chunk
+        self.model = build_model(self.cfg)
+        self.model.eval()
+        if self.cfg.MODEL.WEIGHTS:
+            DetectionCheckpointer(self.model).load(self.cfg.MODEL.WEIGHTS)
+        else:
+            logger.warning(
+                "MODEL.WEIGHTS is empty: the masks come from a randomly initialised model"
+            )
+        self.frame_size = tuple(self.cfg.INPUT.FRAME_SIZE)
+        self.image_format = self.cfg.INPUT.FORMAT
+
+    @torch.no_grad()
+    def __call__(self, frames: Sequence[Image.Image], log_mel: torch.Tensor) -> torch.Tensor:
+        """Per-frame probabilities: float32 ``[T, K, H, W]`` at the frames' own size.
+
+        Args:
+            frames: T RGB PIL images of one size ``(W, H)``.
+            log_mel: float ``[T, 96, 64]``, example ``t`` heard while frame ``t`` is shown.
+        """
+        if len(frames) != log_mel.shape[0] or not frames:
+            raise ValueError(f"{len(frames)} frames but {log_mel.shape[0]} log-mel examples")
+        sizes = {frame.size for frame in frames}
+        if len(sizes) > 1:
+            raise ValueError(f"the frames of a clip must share one size, got {sorted(sizes)}")
+        width, height = frames[0].size
+        outputs = []
+        for start in range(0, len(frames), self.chunk):
+            part = frames[start : start + self.chunk]
+            clip = {
+                "frames": frames_to_tensor(
+                    [resize_frame(f, self.frame_size) for f in part], self.image_format
+                ),
+                "log_mel": log_mel[start : start + len(part)],
+                "frame_valid": torch.ones(len(part), dtype=torch.bool),
+                "height": height,
+                "width": width,
+            }
+            outputs.append(self.model([clip])[0]["sem_seg"].float().cpu())
+        return torch.cat(outputs)
+
+    @staticmethod
+    def labels(probs: torch.Tensor, threshold: float = 0.5) -> np.ndarray:
+        """int64 ``[T, H, W]`` label maps: ``probs > threshold`` for one class (binary
+        sounding-object maps), else the most probable class."""
+        if probs.shape[1] == 1:
+            return (probs[:, 0] > threshold).numpy().astype(np.int64)
+        return probs.argmax(1).numpy()
+
+    def palette(self, num_classes: int) -> list[tuple[int, int, int]] | None:
+        """Colours of the classes: None for a binary map, else the ``stuff_colors`` of the
+        config's first test dataset that has enough of them, else the AVSS palette (extended
+        the same way beyond its 71 classes)."""
+        if num_classes == 1:
+            return None
+        for name in self.cfg.DATASETS.TEST:
+            if name in MetadataCatalog.list():
+                colors = MetadataCatalog.get(name).get("stuff_colors")
+                if colors and len(colors) >= num_classes:
+                    return [tuple(c) for c in colors]
+        if num_classes <= AVSS_NUM_CLASSES:
+            return avss_palette()
+        return voc_palette(num_classes)
+
+
+def write_predictions(
+    output_dir: str,
+    frames: Sequence[Image.Image],
+    labels: np.ndarray,
+    palette: Sequence[Sequence[int]] | None,
+) -> str | None:
+    """Write ``masks/<i>.png`` (0/255, or ``labels`` in ``palette``), ``overlays/<i>.jpg`` and
+    ``overlay.mp4`` (one frame per step) under ``output_dir``.
+
+    Returns:
+        The overlay video's path, or None where OpenCV cannot encode mp4.
+    """
+    overlays = []
+    for index, (frame, label) in enumerate(zip(frames, labels)):
+        mask = binary_mask_image(label) if palette is None else palette_mask_image(label, palette)
+        save_image(mask, os.path.join(output_dir, "masks", f"{index:04d}.png"))
+        overlay = overlay_image(frame, label, palette)
+        save_image(overlay, os.path.join(output_dir, "overlays", f"{index:04d}.jpg"))
+        overlays.append(np.asarray(overlay))
+    path = os.path.join(output_dir, "overlay.mp4")
+    return path if write_video(overlays, path, fps=1.0 / STEP_SECONDS) else None

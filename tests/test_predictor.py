@@ -1,0 +1,199 @@
+"""The clip predictor on small generated clips: frame/audio alignment, what the model is fed,
+output shapes, labels and the class palette."""
+
+from avsegformer.data.audio import load_log_mel
+from avsegformer.data.dataset_mapper import AVSDatasetMapper
+from avsegformer.data.datasets.avsbench import avss_palette
+from avsegformer.data.media import MediaError
+from avsegformer.predictor import STEP_SECONDS, ClipPredictor, read_clip, write_predictions
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from helpers import temporary_dataset, tiny_avsegformer_cfg
+from PIL import Image
+
+cv2 = pytest.importorskip("cv2")
+
+FPS = 10
+
+
+def write_counting_video(path, seconds: float, size=(48, 32)):
+    """An mp4 whose frame ``i`` is uniformly grey at level ``7 * i`` (``size`` is (w, h))."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, size)
+    if not writer.isOpened():
+        pytest.skip("OpenCV cannot encode mp4v here")
+    for i in range(int(round(seconds * FPS))):
+        writer.write(np.full((size[1], size[0], 3), 7 * i, np.uint8))
+    writer.release()
+    return path
+
+
+def write_chirp(path, seconds: float, rate: int = 22050):
+    """A wav whose pitch rises over time, so every 0.96 s window has its own log-mel."""
+    t = np.arange(int(seconds * rate)) / rate
+    samples = 0.3 * np.sin(2 * np.pi * (200 + 400 * t) * t)
+    soundfile.write(str(path), samples, rate, subtype="PCM_16")
+    return path
+
+
+def frame_index(image: Image.Image) -> int:
+    return int(round(np.asarray(image).mean() / 7))
+
+
+def test_video_frames_sit_in_the_middle_of_their_audio_windows(tmp_path):
+    video = write_counting_video(tmp_path / "clip.mp4", seconds=3.5)
+    audio = write_chirp(tmp_path / "chirp.wav", seconds=3.2)
+    frames, log_mel = read_clip(video=str(video), audio=str(audio))
+    # 3.2 s of audio = 3 windows; their middles are 0.48, 1.44 and 2.40 s = frames 4, 14, 24.
+    assert pytest.approx(0.96) == STEP_SECONDS
+    assert [frame_index(f) for f in frames] == [4, 14, 24]
+    assert frames[0].size == (48, 32)
+    # The same examples as the data loaders read from that file, in window order.
+    assert log_mel.shape == (3, 96, 64)
+    torch.testing.assert_close(log_mel, load_log_mel(str(audio)))
+    assert not torch.allclose(log_mel[0], log_mel[1])
+
+
+def test_a_short_video_cuts_the_audio(tmp_path):
+    video = write_counting_video(tmp_path / "short.mp4", seconds=1.2)  # frames 0..11
+    audio = write_chirp(tmp_path / "chirp.wav", seconds=3.2)
+    frames, log_mel = read_clip(video=str(video), audio=str(audio))
+    assert [frame_index(f) for f in frames] == [4]  # 1.44 s (frame 14) is past the end
+    assert log_mel.shape == (1, 96, 64)
+
+
+def test_a_frame_folder_gets_the_audio_fitted_to_it(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(4):
+        Image.new("RGB", (50, 70), (8 * i, 0, 0)).save(folder / f"{3 - i:02d}.png")
+    audio = write_chirp(tmp_path / "short.wav", seconds=2.0)  # 2 examples
+    frames, log_mel = read_clip(frames=str(folder), audio=str(audio))
+    # Name order, not write order; the last example repeated for frames 3 and 4.
+    assert [np.asarray(f)[0, 0, 0] for f in frames] == [24, 16, 8, 0]
+    examples = load_log_mel(str(audio))
+    assert examples.shape[0] == 2
+    torch.testing.assert_close(log_mel, examples[[0, 1, 1, 1]])
+
+
+def test_frames_of_different_sizes_are_refused_naming_the_file(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    Image.new("RGB", (50, 70)).save(folder / "a.png")
+    Image.new("RGB", (60, 70)).save(folder / "b.png")
+    audio = write_chirp(tmp_path / "a.wav", seconds=2.0)
+    with pytest.raises(MediaError, match=r"b\.png: 60x70 but a\.png is 50x70"):
+        read_clip(frames=str(folder), audio=str(audio))
+    with pytest.raises(MediaError, match="an audio file is needed"):
+        read_clip(frames=str(folder))
+
+
+def tiny_cfg(num_classes: int = 1, image_format: str = "RGB"):
+    cfg = tiny_avsegformer_cfg(num_classes)
+    cfg.INPUT.FRAME_SIZE = (64, 64)
+    cfg.INPUT.FORMAT = image_format
+    cfg.DATASETS.TEST = ()
+    return cfg
+
+
+class RecordingModel(torch.nn.Module):
+    """Stands in for the model: records its inputs, returns the frame's mean as probability."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.num_classes = num_classes
+        self.inputs = []
+
+    def forward(self, clips):
+        self.inputs.extend(clips)
+        out = []
+        for clip in clips:
+            level = clip["frames"].float().mean(dim=(1, 2, 3)) / 255
+            shape = (len(level), self.num_classes, clip["height"], clip["width"])
+            out.append({"sem_seg": level[:, None, None, None].expand(shape).clone()})
+        return out
+
+
+@pytest.mark.parametrize("image_format", ["RGB", "BGR"])
+def test_the_model_is_fed_what_the_eval_mapper_gives(tmp_path, image_format):
+    frames = [Image.fromarray(np.random.default_rng(i).integers(0, 256, (30, 40, 3), np.uint8)) for i in range(3)]  # fmt: skip
+    for i, frame in enumerate(frames):
+        frame.save(tmp_path / f"{i}.png")
+    audio = write_chirp(tmp_path / "a.wav", seconds=3.0)
+    cfg = tiny_cfg(image_format=image_format)
+    mapped = AVSDatasetMapper(cfg, is_train=False)(
+        {
+            "file_names": [str(tmp_path / f"{i}.png") for i in range(3)],
+            "audio_file_name": str(audio),
+            "video_id": "clip",
+        }
+    )
+    predictor = ClipPredictor(cfg, chunk=2)
+    predictor.model = RecordingModel(num_classes=1)
+    probs = predictor(frames, mapped["log_mel"])
+    fed = predictor.model.inputs
+    assert [len(clip["frames"]) for clip in fed] == [2, 1]  # chunks of at most 2
+    torch.testing.assert_close(torch.cat([c["frames"] for c in fed]), mapped["frames"])
+    torch.testing.assert_close(torch.cat([c["log_mel"] for c in fed]), mapped["log_mel"])
+    assert all((c["height"], c["width"]) == (30, 40) for c in fed)
+    assert probs.shape == (3, 1, 30, 40) and probs.dtype == torch.float32
+
+
+def test_real_model_output_shapes_do_not_depend_on_the_chunk():
+    torch.manual_seed(0)
+    frames = [Image.new("RGB", (50, 70), (30 * i, 90, 200 - 30 * i)) for i in range(3)]
+    log_mel = torch.randn(3, 96, 64)
+    predictor = ClipPredictor(tiny_cfg(), chunk=5)
+    whole = predictor(frames, log_mel)
+    predictor.chunk = 1
+    one_by_one = predictor(frames, log_mel)
+    assert whole.shape == (3, 1, 70, 50)  # each frame's own (H, W)
+    assert float(whole.min()) >= 0 and float(whole.max()) <= 1
+    torch.testing.assert_close(whole, one_by_one, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="3 frames but 2 log-mel examples"):
+        predictor(frames, log_mel[:2])
+
+
+def test_labels_threshold_binary_maps_and_take_the_argmax_of_classes():
+    binary = torch.tensor([0.2, 0.6, 0.8]).reshape(3, 1, 1, 1)
+    assert ClipPredictor.labels(binary, threshold=0.7).ravel().tolist() == [0, 0, 1]
+    classes = torch.tensor([[0.1, 0.7, 0.2], [0.5, 0.1, 0.4]]).reshape(2, 3, 1, 1)
+    assert ClipPredictor.labels(classes).ravel().tolist() == [1, 0]
+
+
+def test_palette_is_the_datasets_colours_else_the_avss_palette():
+    predictor = ClipPredictor(tiny_cfg(num_classes=3))
+    assert predictor.palette(1) is None
+    assert predictor.palette(3) == avss_palette()
+    assert predictor.palette(3)[:3] == [(0, 0, 0), (128, 0, 0), (0, 128, 0)]
+    assert len(predictor.palette(80)) == 80 and predictor.palette(80)[:71] == avss_palette()
+    colors = [(1, 2, 3), (4, 5, 6), (7, 8, 9)]
+    with temporary_dataset([], stuff_colors=colors) as name:
+        predictor.cfg.DATASETS.TEST = (name,)
+        assert predictor.palette(3) == colors
+        assert predictor.palette(4) == avss_palette()  # too few colours for 4 classes
+
+
+def test_write_predictions_paints_masks_in_the_palette(tmp_path):
+    frames = [Image.new("RGB", (20, 10), (50, 50, 50)) for _ in range(2)]
+    labels = np.zeros((2, 10, 20), np.int64)
+    labels[0, :, :5] = 2
+    labels[1, 5:] = 1
+    palette = avss_palette()
+    video = write_predictions(str(tmp_path), frames, labels, palette)
+    for index in range(2):
+        with Image.open(tmp_path / "masks" / f"{index:04d}.png") as mask:
+            rgb = np.asarray(mask.convert("RGB"))
+        expected = np.asarray(palette, np.uint8)[labels[index]]
+        np.testing.assert_array_equal(rgb, expected)
+        assert (tmp_path / "overlays" / f"{index:04d}.jpg").is_file()
+    if video is not None:
+        capture = cv2.VideoCapture(video)
+        assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 2
+        capture.release()
+    binary = write_predictions(str(tmp_path / "binary"), frames, labels.clip(0, 1), None)
+    with Image.open(tmp_path / "binary" / "masks" / "0000.png") as mask:
+        assert set(np.unique(np.asarray(mask))) == {0, 255}
+    assert binary is None or binary.endswith("overlay.mp4")
