@@ -102,8 +102,11 @@ class ClipPredictor:
         self.chunk = chunk
         self.model = build_model(self.cfg)
         self.model.eval()
-        if self.cfg.MODEL.WEIGHTS:
-            DetectionCheckpointer(self.model).load(self.cfg.MODEL.WEIGHTS)
+        weights = self.cfg.MODEL.WEIGHTS
+        if weights:
+            if "://" not in weights and not os.path.isfile(weights):
+                raise FileNotFoundError(f"MODEL.WEIGHTS {weights}: no such checkpoint file")
+            DetectionCheckpointer(self.model).load(weights)
         else:
             logger.warning(
                 "MODEL.WEIGHTS is empty: the masks come from a randomly initialised model"

@@ -139,6 +139,14 @@ def test_frames_need_audio_and_missing_files(tmp_path, capsys):
         capsys,
     )  # fmt: skip
     _assert_clean_failure(code, stderr, "nope.mp4")
+    video = write_video(tmp_path / "clip.mp4", seconds=2.0)
+    audio = write_wav(tmp_path / "a.wav", seconds=2.0, rate=16000)
+    code, _, stderr = _run(
+        ["--config-file", CONFIG, "--input", video, "--audio", audio, "--output", tmp_path / "o",
+         "--opts", "MODEL.WEIGHTS", tmp_path / "missing.pth"],
+        capsys,
+    )  # fmt: skip
+    _assert_clean_failure(code, stderr, "MODEL.WEIGHTS", "missing.pth")
 
 
 def test_video_with_audio_track(tmp_path, capsys):

@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         summary = run(args)
-    except AVSDataError as err:  # every unreadable or unusable input file
+    except (AVSDataError, FileNotFoundError) as err:  # unreadable inputs, missing weights
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     video = f", overlay video {summary['video']}" if summary["video"] else ""
