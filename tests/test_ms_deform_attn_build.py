@@ -79,8 +79,6 @@ def test_cuda_extension_compiles_and_loads(tmp_path):
     # loads without a GPU, says it has CUDA kernels, and its CPU kernels are right.
     check = textwrap.dedent(
         f"""
-        import sys
-        sys.path.insert(0, {str(lib_dir)!r})
         import torch
         import MultiScaleDeformableAttention as ext
         assert ext.__file__.startswith({str(lib_dir)!r}), ext.__file__
@@ -98,5 +96,13 @@ def test_cuda_extension_compiles_and_loads(tmp_path):
         print("ok")
         """
     )
-    run = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=600)
+    # PYTHONPATH comes before site-packages: the new build shadows the installed one.
+    path = os.pathsep.join(p for p in (str(lib_dir), os.environ.get("PYTHONPATH")) if p)
+    run = subprocess.run(
+        [sys.executable, "-c", check],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, PYTHONPATH=path),
+    )
     assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stdout + run.stderr
