@@ -25,7 +25,7 @@ from PIL import Image
 
 from .data.audio import EXAMPLE_FRAMES, HOP_SAMPLES, SAMPLE_RATE, fit_examples, waveform_to_examples
 from .data.dataset_mapper import frames_to_tensor, resize_frame
-from .data.datasets.avsbench import AVSS_NUM_CLASSES, avss_palette, voc_palette
+from .data.masks import AVSS_NUM_CLASSES, avss_palette, voc_palette
 from .data.media import (
     MediaError,
     check_video,

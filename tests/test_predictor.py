@@ -3,7 +3,7 @@ output shapes, labels and the class palette."""
 
 from avsegformer.data.audio import load_log_mel
 from avsegformer.data.dataset_mapper import AVSDatasetMapper
-from avsegformer.data.datasets.avsbench import avss_palette
+from avsegformer.data.masks import avss_palette
 from avsegformer.data.media import MediaError
 from avsegformer.predictor import STEP_SECONDS, ClipPredictor, read_clip, write_predictions
 

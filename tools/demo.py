@@ -20,7 +20,7 @@ import logging
 import sys
 
 from avsegformer.config import setup_cfg
-from avsegformer.data.datasets.avsbench import AVSDataError
+from avsegformer.data.errors import AVSDataError
 from avsegformer.predictor import ClipPredictor, read_clip, write_predictions
 
 EXIT_BAD_INPUT = 2

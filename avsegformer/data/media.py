@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .audio import AudioError, read_wav
-from .datasets.avsbench import AVSDataError
+from .errors import AVSDataError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
