@@ -154,6 +154,11 @@ def _add_pixel_decoder_config(cfg):
     h.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS = 4
     h.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD = 2048
     h.DEFORMABLE_TRANSFORMER_ENCODER_DROPOUT = 0.1
+    # Activation of the encoder FFN: "gelu" (AVSegFormer) or "relu" (Mask2Former).
+    h.DEFORMABLE_TRANSFORMER_ENCODER_ACTIVATION = "gelu"
+    # Sine positional encoding of positions scaled to [0, 2 pi] (True, Mask2Former) or of raw
+    # 1-based row/column indices (False, AVSegFormer: the encoding then depends on the size).
+    h.POSITION_ENCODING_NORMALIZE = False
     # Channels of the projected levels and of the mask feature.
     h.CONVS_DIM = 256
     h.NORM = "GN"

@@ -18,11 +18,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
 from PIL import Image
 
+from .checkpoint import load_model_weights
 from .data.audio import EXAMPLE_FRAMES, HOP_SAMPLES, SAMPLE_RATE, fit_examples, waveform_to_examples
 from .data.dataset_mapper import frames_to_tensor, resize_frame
 from .data.masks import AVSS_NUM_CLASSES, avss_palette, voc_palette
@@ -102,15 +102,11 @@ class ClipPredictor:
         self.chunk = chunk
         self.model = build_model(self.cfg)
         self.model.eval()
-        weights = self.cfg.MODEL.WEIGHTS
-        if weights:
-            if "://" not in weights and not os.path.isfile(weights):
-                raise FileNotFoundError(f"MODEL.WEIGHTS {weights}: no such checkpoint file")
-            DetectionCheckpointer(self.model).load(weights)
-        else:
+        if not self.cfg.MODEL.WEIGHTS:
             logger.warning(
                 "MODEL.WEIGHTS is empty: the masks come from a randomly initialised model"
             )
+        load_model_weights(self.cfg, self.model)
         self.frame_size = tuple(self.cfg.INPUT.FRAME_SIZE)
         self.image_format = self.cfg.INPUT.FORMAT
 

@@ -106,6 +106,7 @@ def tiny_avsegformer_cfg(num_classes: int = 1):
     second on 64x64 frames. Dropout off, so two forwards of the same batch agree."""
     cfg = load_config("Base-AVSegFormer.yaml")
     cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.AUDIO.WEIGHTS = ""  # random VGGish: no pretrained files in tests
     cfg.MODEL.RESNETS.DEPTH = 18
     cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
     m = cfg.MODEL.AVSEGFORMER

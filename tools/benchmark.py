@@ -30,11 +30,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from avsegformer.checkpoint import load_model_weights
 from avsegformer.config import setup_cfg
 from avsegformer.solver import build_optimizer
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
 logger = logging.getLogger("benchmark")
@@ -206,8 +206,7 @@ def main(argv=None) -> dict:
     device = torch.device(cfg.MODEL.DEVICE).type
     torch.manual_seed(0)
     model = build_model(cfg)
-    if cfg.MODEL.WEIGHTS:
-        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    load_model_weights(cfg, model)
     num_parameters = sum(p.numel() for p in model.parameters())
 
     memory = PeakMemory(device)

@@ -22,38 +22,13 @@ from avsegformer.checkpoint import (
     convert_pvt_v2,
     convert_torchvision_resnet,
     convert_vggish,
+    load_weights_file,
     unwrap_state_dict,
 )
 
-import numpy as np
 import torch
 
 logger = logging.getLogger("convert_pretrained_weights")
-
-# What NumPy arrays in a pickle need; vggish_pca_params-970ea276.pth stores its two parameters as
-# NumPy arrays, which torch.load(weights_only=True) refuses unless these are allowed.
-_NUMPY_SAFE_GLOBALS = [
-    np.ndarray,
-    np.dtype,
-    getattr(np, "_core", np).multiarray._reconstruct,
-    *(type(np.dtype(t)) for t in ("float64", "float32")),
-]
-
-
-def load_file(path: str, allow_numpy: bool = False) -> object:
-    """``torch.load`` on CPU without executing pickled code; a clear error if that fails."""
-    if not Path(path).is_file():
-        raise SystemExit(f"error: {path} does not exist")
-    try:
-        if allow_numpy:
-            with torch.serialization.safe_globals(_NUMPY_SAFE_GLOBALS):
-                return torch.load(path, map_location="cpu", weights_only=True)
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for a file that is not a state dict
-        raise SystemExit(
-            f"error: {path} could not be loaded as a plain state dict of tensors "
-            f"(torch.load weights_only=True): {type(error).__name__}: {str(error)[:300]}"
-        ) from error
 
 
 def backbone_checkpoint(state_dict: dict, author: str) -> dict:
@@ -76,18 +51,19 @@ def main(argv=None) -> None:
     if args.pca and args.kind != "vggish":
         parser.error("--pca only applies to vggish")
     try:
-        state_dict = unwrap_state_dict(load_file(args.src), args.src)
+        state_dict = unwrap_state_dict(load_weights_file(args.src), args.src)
         if args.kind == "resnet50":
             output = backbone_checkpoint(convert_torchvision_resnet(state_dict), "torchvision")
         elif args.kind == "pvt_v2":
             output = backbone_checkpoint(convert_pvt_v2(state_dict), "PVTv2 (whai362/PVT)")
         else:
-            pca = load_file(args.pca, allow_numpy=True) if args.pca else None
+            pca = load_weights_file(args.pca, allow_numpy=True) if args.pca else None
             if pca is not None and not isinstance(pca, dict):
                 raise ValueError(f"{args.pca} is not a dict of PCA parameters")
             output = convert_vggish(state_dict, pca)
-    except (KeyError, ValueError) as error:
-        raise SystemExit(f"error: {args.src}: {error}") from error
+    except (FileNotFoundError, KeyError, ValueError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        raise SystemExit(f"error: {args.src}: {message}") from error
     Path(args.dst).parent.mkdir(parents=True, exist_ok=True)
     torch.save(output, args.dst)
     logger.info("wrote %s", args.dst)

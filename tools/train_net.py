@@ -17,8 +17,9 @@ import json
 import logging
 import os
 
+from avsegformer.checkpoint import load_model_weights
 from avsegformer.config import setup_cfg
-from avsegformer.engine import AtomicDetectionCheckpointer, Trainer, launch
+from avsegformer.engine import Trainer, launch
 
 from detectron2.engine import default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
@@ -51,9 +52,7 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        AtomicDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
+        load_model_weights(cfg, model, resume=args.resume)
         if cfg.TEST.AUG.ENABLED:
             Trainer.test_with_TTA(cfg, model)
         results = Trainer.test(cfg, model)

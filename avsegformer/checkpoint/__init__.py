@@ -1,19 +1,47 @@
-"""Checkpoint conversion: original AVSegFormer and pretrained backbone weights to our names."""
+"""Everything about weight files: converting original checkpoints and pretrained weights to our
+names, reading weight files, loading a built model's weights, and crash-safe saving.
 
-from .convert import (
-    convert_avsegformer_checkpoint,
-    convert_avsegformer_head,
-    convert_pvt_v2,
-    convert_torchvision_resnet,
-    convert_vggish,
-    unwrap_state_dict,
+* :mod:`.rules`: the rename-rule machinery of every converter;
+* :mod:`.backbones`: key maps of pretrained ResNet, PVTv2 and VGGish files;
+* :mod:`.avsegformer`: the key map of original AVSegFormer checkpoints;
+* :mod:`.families`: which original code wrote a checkpoint (``register_checkpoint_family``);
+* :mod:`.files`: ``torch.load`` that never runs pickled code;
+* :mod:`.pretrained`: :func:`load_model_weights`, the weight loading of every tool;
+* :mod:`.checkpointer`: :class:`AtomicDetectionCheckpointer`.
+"""
+
+# Importing .avsegformer registers the AVSegFormer checkpoint family.
+from .avsegformer import convert_avsegformer_checkpoint, convert_avsegformer_head
+from .backbones import convert_pvt_v2, convert_torchvision_resnet, convert_vggish
+from .checkpointer import AtomicDetectionCheckpointer, atomic_write
+from .families import (
+    CheckpointFamily,
+    checkpoint_families,
+    convert_checkpoint,
+    detect_checkpoint_family,
+    register_checkpoint_family,
 )
+from .files import load_tensor_file, load_weights_file
+from .pretrained import load_model_weights, load_pretrained_audio_backbone, read_audio_weights
+from .rules import unwrap_state_dict
 
 __all__ = [
+    "AtomicDetectionCheckpointer",
+    "CheckpointFamily",
+    "atomic_write",
+    "checkpoint_families",
     "convert_avsegformer_checkpoint",
     "convert_avsegformer_head",
+    "convert_checkpoint",
     "convert_pvt_v2",
     "convert_torchvision_resnet",
     "convert_vggish",
+    "detect_checkpoint_family",
+    "load_model_weights",
+    "load_pretrained_audio_backbone",
+    "load_tensor_file",
+    "load_weights_file",
+    "read_audio_weights",
+    "register_checkpoint_family",
     "unwrap_state_dict",
 ]

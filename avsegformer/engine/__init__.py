@@ -1,6 +1,10 @@
-"""Training and evaluation engine: trainer, hooks, crash-safe checkpointing, launcher."""
+"""Training and evaluation engine: trainer, hooks, launcher.
 
-from .checkpoint import AtomicDetectionCheckpointer, atomic_write
+The checkpointer lives in :mod:`avsegformer.checkpoint`; it is re-exported here for the engine's
+users.
+"""
+
+from ..checkpoint import AtomicDetectionCheckpointer, atomic_write
 from .hooks import BackboneFreezeHook, NonFiniteLossError, StatefulBestCheckpointer
 from .launch import launch
 from .trainer import Trainer

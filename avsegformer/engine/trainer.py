@@ -32,7 +32,7 @@ from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
 from .. import solver
-from .checkpoint import AtomicDetectionCheckpointer
+from ..checkpoint import AtomicDetectionCheckpointer, load_model_weights
 from .hooks import (
     BackboneFreezeHook,
     NonFiniteLossError,
@@ -146,6 +146,16 @@ class Trainer(DefaultTrainer):
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    def resume_or_load(self, resume: bool = True):
+        """Load the weights to start from with :func:`load_model_weights`: the last checkpoint
+        (``resume``), else ``MODEL.WEIGHTS``, then pretrained files for what they leave empty."""
+        load_model_weights(
+            self.cfg, self.checkpointer.model, resume=resume, checkpointer=self.checkpointer
+        )
+        if resume and self.checkpointer.has_checkpoint():
+            # The checkpoint stores the iteration that just finished (restored into self.iter).
+            self.start_iter = self.iter + 1
 
     def state_dict(self):
         # v0.6's DefaultTrainer checkpoints the iteration and hook states but not the optimizer.

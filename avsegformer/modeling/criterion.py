@@ -1,9 +1,9 @@
 """Losses of AVSegFormer: the main mask loss and the auxiliary "mix" loss.
 
-Which frames are supervised is read off the targets: a frame whose ``sem_seg`` is entirely the
-ignore label is skipped. This reproduces the original's "first frame only" on S4 training clips
-and its ground-truth flag on AVSS, without hard-coding clip lengths. Ignored pixels inside an
-annotated frame are left out of every sum; they never count as background.
+Which frames are supervised is decided by :func:`~avsegformer.modeling.clip_io.supervised_frames`
+(frames with an annotated pixel), which the meta-architecture also uses to run its head only on
+those frames. Ignored pixels inside an annotated frame are left out of every sum; they never
+count as background.
 """
 
 import logging
@@ -12,6 +12,8 @@ from typing import Dict
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .clip_io import supervised_frames
 
 __all__ = ["AVSegFormerCriterion", "dice_loss"]
 
@@ -98,7 +100,7 @@ class AVSegFormerCriterion(nn.Module):
             )
 
         valid = targets != self.ignore_label
-        supervised = valid.flatten(1).any(1).nonzero().squeeze(1)
+        supervised = supervised_frames(targets, self.ignore_label)
         if supervised.numel() == 0:
             # Keep both outputs in the graph so that every rank runs the same backward.
             zero = pred_logits.sum() * 0.0 + mask_feature.sum() * 0.0

@@ -3,11 +3,12 @@
 One log-mel example ``[1, 96, 64]`` (96 frames of 10 ms x 64 mel bands) becomes one 128-d
 embedding. Parameter names (``features.{0,3,6,8,11,13}``, ``embeddings.{0,2,4}``) are torchvggish's,
 so its ``vggish-10086976.pth`` loads after the tensor-only conversion of
-``tools/convert_pretrained_weights.py vggish``.
+``tools/convert_pretrained_weights.py vggish``. Building reads no file: pretrained weights are
+loaded afterwards, by :func:`avsegformer.checkpoint.load_model_weights`, where the model's
+checkpoint does not hold them.
 """
 
 import logging
-from pathlib import Path
 
 import torch
 from detectron2.config import configurable
@@ -15,37 +16,11 @@ from torch import nn
 
 from .build import AUDIO_BACKBONE_REGISTRY
 
-__all__ = ["VGGish", "VGGishPCA", "load_tensor_file"]
+__all__ = ["VGGish", "VGGishPCA"]
 
 logger = logging.getLogger(__name__)
 
 EMBEDDING_DIM = 128
-_POSTPROCESSOR_PREFIX = "postprocessor."
-
-
-def load_tensor_file(path: str) -> dict[str, torch.Tensor]:
-    """Load a tensor-only state dict saved with ``torch.save`` (``weights_only=True``, on CPU).
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: the file is not a flat ``{name: tensor}`` dict.
-    """
-    if not Path(path).is_file():
-        raise FileNotFoundError(
-            f"audio backbone weights {path} (MODEL.AUDIO.WEIGHTS / PCA_WEIGHTS) do not exist: "
-            "convert torchvggish's vggish-10086976.pth with `python "
-            "tools/convert_pretrained_weights.py vggish vggish-10086976.pth "
-            f"{path}`, or set MODEL.AUDIO.WEIGHTS '' for a randomly initialised VGGish"
-        )
-    state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state_dict, dict) or not all(
-        isinstance(k, str) and torch.is_tensor(v) for k, v in state_dict.items()
-    ):
-        raise ValueError(
-            f"{path} is not a tensor-only state dict ({{name: tensor}}); convert the original "
-            "file with tools/convert_pretrained_weights.py"
-        )
-    return state_dict
 
 
 class VGGishPCA(nn.Module):
@@ -85,19 +60,12 @@ class VGGish(nn.Module):
     """
 
     @configurable
-    def __init__(
-        self,
-        *,
-        pca: bool = False,
-        freeze: bool = False,
-        state_dict: dict[str, torch.Tensor] | None = None,
-    ):
+    def __init__(self, *, pca: bool = False, freeze: bool = False):
         """
         Args:
-            pca: apply the PCA + quantisation post-processor to the embeddings.
+            pca: apply the PCA + quantisation post-processor to the embeddings (its parameters,
+                ``postprocessor.*``, start at zero and must be loaded).
             freeze: set ``requires_grad=False`` on every parameter.
-            state_dict: weights to load strictly (``postprocessor.*`` entries are required when
-                ``pca`` is on), or None to keep the random initialisation.
         """
         super().__init__()
 
@@ -132,8 +100,6 @@ class VGGish(nn.Module):
             nn.ReLU(inplace=True),
         )
         self.postprocessor = VGGishPCA() if pca else None
-        if state_dict is not None:
-            self.load_state_dict(state_dict, strict=True)
         if freeze:
             self.requires_grad_(False)
 
@@ -144,11 +110,7 @@ class VGGish(nn.Module):
             raise ValueError(
                 f"MODEL.AUDIO.OUT_DIM is {audio.OUT_DIM}, but VGGish embeddings are {EMBEDDING_DIM}-d"
             )
-        return {
-            "pca": audio.PCA,
-            "freeze": audio.FREEZE,
-            "state_dict": _load_vggish_state_dict(audio.WEIGHTS, audio.PCA, audio.PCA_WEIGHTS),
-        }
+        return {"pca": audio.PCA, "freeze": audio.FREEZE}
 
     def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
         """
@@ -167,36 +129,3 @@ class VGGish(nn.Module):
         if self.postprocessor is not None:
             x = self.postprocessor(x)
         return x
-
-
-def _load_vggish_state_dict(
-    weights: str, pca: bool, pca_weights: str
-) -> dict[str, torch.Tensor] | None:
-    """Read ``MODEL.AUDIO.WEIGHTS`` (and ``PCA_WEIGHTS``) into one state dict for :class:`VGGish`.
-
-    The PCA parameters (``postprocessor.*``) come from ``PCA_WEIGHTS`` when it is set, else from
-    ``WEIGHTS``; they are dropped when PCA is off.
-    """
-    if not weights:
-        if pca and pca_weights:
-            raise ValueError(
-                "MODEL.AUDIO.PCA_WEIGHTS is set but MODEL.AUDIO.WEIGHTS is empty: PCA parameters "
-                "are meaningless on a randomly initialised VGGish"
-            )
-        logger.info("MODEL.AUDIO.WEIGHTS is empty: VGGish keeps its random initialisation")
-        return None
-    state_dict = load_tensor_file(weights)
-    logger.info("Loaded VGGish weights from %s", weights)
-    network = {k: v for k, v in state_dict.items() if not k.startswith(_POSTPROCESSOR_PREFIX)}
-    if not pca:
-        return network
-    source = pca_weights or weights
-    pca_params = load_tensor_file(pca_weights) if pca_weights else state_dict
-    pca_params = {k: v for k, v in pca_params.items() if k.startswith(_POSTPROCESSOR_PREFIX)}
-    if not pca_params:
-        raise ValueError(
-            f"MODEL.AUDIO.PCA is on but {source} holds no 'postprocessor.*' PCA parameters; "
-            "convert vggish_pca_params-970ea276.pth with tools/convert_pretrained_weights.py "
-            "vggish --pca"
-        )
-    return {**network, **pca_params}

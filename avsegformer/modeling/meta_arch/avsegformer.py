@@ -6,13 +6,21 @@ from typing import Dict, List
 from avsegformer.layers import MSDeformAttn
 
 import torch
-import torch.nn.functional as F
 from detectron2.config import configurable
+from detectron2.layers import ShapeSpec
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
-from detectron2.structures import ImageList
 from torch import nn
 
 from ..audio_backbone import build_audio_backbone
+from ..clip_io import (
+    check_clip,
+    frame_probabilities_per_clip,
+    normalize_and_pad_frames,
+    stack_frame_valid,
+    stack_log_mel,
+    stack_targets,
+    supervised_frames,
+)
 from ..criterion import AVSegFormerCriterion
 from ..mask_head import AVSegMaskHead
 from ..pixel_decoder import build_pixel_decoder
@@ -22,17 +30,15 @@ __all__ = ["AVSegFormer"]
 
 logger = logging.getLogger(__name__)
 
-# One VGGish log-mel example per frame.
-_LOG_MEL_SHAPE = (96, 64)
-
 
 @META_ARCH_REGISTRY.register()
 class AVSegFormer(nn.Module):
     """AVSegFormer: audio-conditioned queries decode a deformable-attention pixel decoder.
 
-    Input: a list of clip dicts (``"frames"`` uint8 ``[T, 3, H, W]``, ``"log_mel"`` float32
-    ``[T, 96, 64]``, optional ``"height"``, ``"width"``, ``"frame_valid"`` bool ``[T]``, and
-    ``"sem_seg"`` int64 ``[T, H, W]`` for training). B clips run as B*T independent frames.
+    Input: a list of clip dicts (the contract of :mod:`avsegformer.modeling.clip_io`:
+    ``"frames"`` uint8 ``[T, 3, H, W]``, ``"log_mel"`` float32 ``[T, 96, 64]``, optional
+    ``"height"``, ``"width"``, ``"frame_valid"`` bool ``[T]``, and ``"sem_seg"`` int64
+    ``[T, H, W]`` for training). B clips run as B*T independent frames.
 
     Output: in training ``{"loss_mask", "loss_mix"}``; in inference one
     ``{"sem_seg": float32 [T, K, height, width]}`` per clip, the foreground probability (K = 1,
@@ -44,7 +50,7 @@ class AVSegFormer(nn.Module):
     loss, hence no gradient, in the original too) and on non-padded frames in inference. The
     backbone sees every frame in training, where its BatchNorm uses batch statistics.
 
-    Attribute names follow the original checkpoints (see the key map of issue #3).
+    Attribute names follow the original checkpoints (see :mod:`avsegformer.checkpoint`).
     """
 
     @configurable
@@ -125,8 +131,41 @@ class AVSegFormer(nn.Module):
                 f"{m.NUM_CLASSES}: use 'dice' or 'bce' for 1 class and 'ce' for more"
             )
         backbone = build_backbone(cfg)
+        modules = cls.build_head(cfg, backbone.output_shape())
+        return {
+            "backbone": backbone,
+            "audio_backbone": build_audio_backbone(cfg),
+            # Outside the head in the original, so it keeps PyTorch's default init.
+            "audio_proj": nn.Linear(cfg.MODEL.AUDIO.OUT_DIM, hidden_dim),
+            **modules,
+            "criterion": AVSegFormerCriterion(
+                mask_loss=m.MASK_LOSS,
+                mask_loss_weight=m.MASK_LOSS_WEIGHT,
+                mix_loss_weight=m.MIX_LOSS_WEIGHT,
+            ),
+            "num_classes": m.NUM_CLASSES,
+            "freeze_audio_backbone": cfg.MODEL.AUDIO.FREEZE,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "size_divisibility": m.SIZE_DIVISIBILITY,
+        }
+
+    @classmethod
+    def build_head(cls, cfg, input_shape: Dict[str, ShapeSpec]) -> Dict[str, nn.Module | None]:
+        """The modules after the backbones (the original ``AVSegHead``), initialised like it.
+
+        Args:
+            cfg: the model's config.
+            input_shape: the visual backbone's ``output_shape()``.
+
+        Returns:
+            ``{"pixel_decoder", "query_generator", "learnable_query", "transformer_decoder",
+            "mixer", "mask_head"}`` (``learnable_query`` may be None).
+        """
+        m = cfg.MODEL.AVSEGFORMER
+        hidden_dim = m.HIDDEN_DIM
         modules = {
-            "pixel_decoder": build_pixel_decoder(cfg, backbone.output_shape()),
+            "pixel_decoder": build_pixel_decoder(cfg, input_shape),
             "query_generator": AudioQueryGenerator(
                 num_queries=m.NUM_QUERIES,
                 embed_dim=hidden_dim,
@@ -150,60 +189,54 @@ class AVSegFormer(nn.Module):
                 hidden_dim=hidden_dim,
                 mlp_dim=m.QUERY_MLP_DIM,
                 num_classes=m.NUM_CLASSES,
-                upsample_factor=backbone.output_shape()[
-                    cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES[0]
-                ].stride,
+                upsample_factor=input_shape[cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES[0]].stride,
             ),
         }
         init_head_parameters(modules.values(), level_embed=modules["pixel_decoder"].level_embed)
-        return {
-            "backbone": backbone,
-            "audio_backbone": build_audio_backbone(cfg),
-            # Outside the head in the original, so it keeps PyTorch's default init.
-            "audio_proj": nn.Linear(cfg.MODEL.AUDIO.OUT_DIM, hidden_dim),
-            **modules,
-            "criterion": AVSegFormerCriterion(
-                mask_loss=m.MASK_LOSS,
-                mask_loss_weight=m.MASK_LOSS_WEIGHT,
-                mix_loss_weight=m.MIX_LOSS_WEIGHT,
-            ),
-            "num_classes": m.NUM_CLASSES,
-            "freeze_audio_backbone": cfg.MODEL.AUDIO.FREEZE,
-            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
-            "pixel_std": cfg.MODEL.PIXEL_STD,
-            "size_divisibility": m.SIZE_DIVISIBILITY,
-        }
+        return modules
 
     @property
     def device(self):
         return self.pixel_mean.device
 
     def forward(self, batched_inputs: List[Dict]):
-        """
+        """Normalise -> backbones -> head -> losses (training) or per-clip probabilities.
+
         Args:
-            batched_inputs: clip dicts, see the class docstring.
+            batched_inputs: clip dicts, see :mod:`avsegformer.modeling.clip_io`.
 
         Returns:
             A loss dict in training, else a list with one ``{"sem_seg": ...}`` per clip.
         """
-        lengths = [self._check_clip(clip) for clip in batched_inputs]
-        images = self._preprocess_frames(batched_inputs)
-        frame_valid = self._frame_valid(batched_inputs, lengths)
-        log_mel = self._audio(batched_inputs)
-        if not self.training:
-            outputs = self.predict(images.tensor, log_mel, frame_valid)
-            return self._postprocess(outputs["pred_logits"], batched_inputs, lengths, images)
-
-        targets = self._targets(batched_inputs, images.tensor.shape[-2:])
-        supervised = (targets != self.ignore_label).flatten(1).any(1).nonzero().squeeze(1)
-        if supervised.numel() == 0:
-            # Nothing to learn from, but every parameter must still join the graph (the
-            # criterion returns zero losses).
-            supervised = supervised.new_zeros(1)
-        outputs = self.predict(images.tensor, log_mel, frame_valid, frame_indices=supervised)
-        return self.criterion(
-            outputs["pred_logits"], outputs["mask_feature"], targets.index_select(0, supervised)
+        lengths = [check_clip(clip) for clip in batched_inputs]
+        images = normalize_and_pad_frames(
+            batched_inputs, self.pixel_mean, self.pixel_std, self.size_divisibility
         )
+        log_mel = stack_log_mel(batched_inputs, self.device)
+        frame_valid = stack_frame_valid(batched_inputs, lengths, self.device)
+
+        if self.training:
+            targets = stack_targets(
+                batched_inputs,
+                images.tensor.shape[-2:],
+                self.size_divisibility,
+                self.ignore_label,
+                self.device,
+            )
+            supervised = supervised_frames(targets, self.ignore_label)
+            if supervised.numel() == 0:
+                # Nothing to learn from, but every parameter must still join the graph (the
+                # criterion returns zero losses).
+                supervised = supervised.new_zeros(1)
+            outputs = self.predict(images.tensor, log_mel, frame_valid, frame_indices=supervised)
+            return self.criterion(
+                outputs["pred_logits"], outputs["mask_feature"], targets.index_select(0, supervised)
+            )
+
+        outputs = self.predict(images.tensor, log_mel, frame_valid)
+        logits = outputs["pred_logits"]
+        probs = logits.sigmoid() if self.num_classes == 1 else logits.softmax(dim=1)
+        return frame_probabilities_per_clip(probs, batched_inputs, lengths, images.image_sizes)
 
     def predict(
         self,
@@ -216,8 +249,7 @@ class AVSegFormer(nn.Module):
         """Run the network on normalised, padded frames.
 
         Frames are independent after the visual backbone, so only the frames asked for go
-        through the rest of the network. The backbone still sees every frame in training, where
-        its BatchNorm uses batch statistics (as in the original, padded frames included).
+        through the rest of the network; in inference, padded frames are not run at all.
 
         Args:
             frames: ``[N, 3, H, W]`` normalised frames, H and W multiples of the network stride.
@@ -226,15 +258,14 @@ class AVSegFormer(nn.Module):
                 normalisation like the original's, and get zero features, logits and mask
                 feature.
             frame_indices: optional ``[n]`` int64, the frames whose outputs are wanted
-                (default: all); training passes the annotated ones, the only ones with a loss.
+                (default: all); training passes the supervised ones, the only ones with a loss.
 
         Returns:
             ``{"pred_logits": [n, K, H, W], "mask_feature": [n, C, H/4, W/4]}`` (mixed mask
             feature) for ``frame_indices``.
         """
-        num_frames = frames.shape[0]
         wanted = (
-            torch.arange(num_frames, device=frames.device)
+            torch.arange(frames.shape[0], device=frames.device)
             if frame_indices is None
             else frame_indices.to(frames.device)
         )
@@ -243,39 +274,44 @@ class AVSegFormer(nn.Module):
         if frame_valid is not None:
             frame_valid = frame_valid.to(frames.device)
             frames = frames * frame_valid.to(frames.dtype)[:, None, None, None]
-
         if self.training:
-            run = wanted
-            features = self.backbone(frames)
-            if run.numel() < num_frames:
-                features = {name: f.index_select(0, run) for name, f in features.items()}
-        else:
-            # Eval-mode frames are fully independent: padded frames are not run at all.
-            run = wanted if frame_valid is None else wanted[frame_valid[wanted]]
-            if run.numel() == 0:
-                return self._zero_outputs(frames, len(wanted))
-            subset = frames if run.numel() == num_frames else frames.index_select(0, run)
-            features = self.backbone(subset)
+            return self._predict_training(frames, log_mel, frame_valid, wanted)
+        return self._predict_inference(frames, log_mel, frame_valid, wanted)
 
+    def _predict_training(self, frames, log_mel, frame_valid, wanted):
+        # The backbone sees every frame, padded ones included, as in the original: its
+        # BatchNorm uses the statistics of the whole batch.
+        features = self.backbone(frames)
+        if wanted.numel() < frames.shape[0]:
+            features = {name: f.index_select(0, wanted) for name, f in features.items()}
+        if frame_valid is None:
+            return self._forward_from_features(features, log_mel, wanted)
+        scale = frame_valid.index_select(0, wanted).to(frames.dtype)[:, None, None, None]
+        features = {name: f * scale for name, f in features.items()}
+        outputs = self._forward_from_features(features, log_mel, wanted)
+        return {name: out * scale for name, out in outputs.items()}
+
+    def _predict_inference(self, frames, log_mel, frame_valid, wanted):
+        # Eval-mode frames are fully independent: only the valid wanted frames are run, and the
+        # padded ones get zero outputs.
+        run = wanted if frame_valid is None else wanted[frame_valid[wanted]]
+        if run.numel() == 0:
+            return self._zero_outputs(frames, len(wanted))
+        subset = frames if run.numel() == frames.shape[0] else frames.index_select(0, run)
+        outputs = self._forward_from_features(self.backbone(subset), log_mel, run)
+        if run.numel() == wanted.numel():
+            return outputs
+        positions = frame_valid[wanted].nonzero().squeeze(1)
+        return {
+            name: out.new_zeros(len(wanted), *out.shape[1:]).index_copy(0, positions, out)
+            for name, out in outputs.items()
+        }
+
+    def _forward_from_features(self, features, log_mel, frame_indices):
+        """Audio backbone on the frames ``frame_indices`` of ``log_mel``, then the head."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_audio_backbone):
-            audio = self.audio_backbone(log_mel.index_select(0, run.to(log_mel.device)))
-        audio_token = self.audio_proj(audio.unsqueeze(1))
-
-        frame_scale = None
-        if self.training and frame_valid is not None:
-            frame_scale = frame_valid.index_select(0, run).to(frames.dtype)[:, None, None, None]
-            features = {name: f * frame_scale for name, f in features.items()}
-        outputs = self.forward_head(features, audio_token)
-        if frame_scale is not None:
-            outputs = {name: out * frame_scale for name, out in outputs.items()}
-        if run.numel() < wanted.numel():
-            # Scatter the valid frames' outputs among zeros for the padded ones.
-            positions = frame_valid[wanted].nonzero().squeeze(1)
-            outputs = {
-                name: out.new_zeros(len(wanted), *out.shape[1:]).index_copy(0, positions, out)
-                for name, out in outputs.items()
-            }
-        return outputs
+            audio = self.audio_backbone(log_mel.index_select(0, frame_indices.to(log_mel.device)))
+        return self.forward_head(features, self.audio_proj(audio.unsqueeze(1)))
 
     def _zero_outputs(self, frames: torch.Tensor, count: int) -> Dict[str, torch.Tensor]:
         height, width = frames.shape[-2:]
@@ -307,95 +343,6 @@ class AVSegFormer(nn.Module):
         queries = self.transformer_decoder(queries, memory)
         pred_logits = self.mask_head(queries, mask_feature)
         return {"pred_logits": pred_logits, "mask_feature": mask_feature}
-
-    def _check_clip(self, clip: Dict) -> int:
-        frames, log_mel = clip.get("frames"), clip.get("log_mel")
-        name = clip.get("video_id", "<clip without video_id>")
-        if not torch.is_tensor(frames) or frames.dim() != 4 or frames.shape[1] != 3:
-            shape = tuple(frames.shape) if torch.is_tensor(frames) else type(frames).__name__
-            raise ValueError(f"clip {name}: 'frames' must be a [T, 3, H, W] tensor, got {shape}")
-        num_frames = frames.shape[0]
-        if not torch.is_tensor(log_mel) or tuple(log_mel.shape) != (num_frames, *_LOG_MEL_SHAPE):
-            shape = tuple(log_mel.shape) if torch.is_tensor(log_mel) else type(log_mel).__name__
-            raise ValueError(
-                f"clip {name}: 'log_mel' must be [{num_frames}, 96, 64] (one example per frame), "
-                f"got {shape}"
-            )
-        return num_frames
-
-    def _preprocess_frames(self, batched_inputs: List[Dict]) -> ImageList:
-        sizes = {tuple(clip["frames"].shape[-2:]) for clip in batched_inputs}
-        if len(sizes) == 1:
-            frames = torch.cat([clip["frames"] for clip in batched_inputs])
-            frames = frames.to(self.device, non_blocking=True).float()
-            frames = frames.sub_(self.pixel_mean).div_(self.pixel_std)
-            height, width = sizes.pop()
-            stride = self.size_divisibility
-            if stride <= 1 or (height % stride == 0 and width % stride == 0):
-                return ImageList(frames, [(height, width)] * frames.shape[0])
-            frames = list(frames.unbind(0))
-        else:
-            frames = [
-                (frame.to(self.device).float() - self.pixel_mean) / self.pixel_std
-                for clip in batched_inputs
-                for frame in clip["frames"]
-            ]
-        return ImageList.from_tensors(frames, self.size_divisibility)
-
-    def _audio(self, batched_inputs: List[Dict]) -> torch.Tensor:
-        log_mel = torch.cat([clip["log_mel"] for clip in batched_inputs])
-        return log_mel.to(self.device, torch.float32, non_blocking=True).unsqueeze(1)
-
-    def _frame_valid(self, batched_inputs: List[Dict], lengths: List[int]):
-        if all("frame_valid" not in clip for clip in batched_inputs):
-            return None
-        flags = [
-            torch.as_tensor(clip["frame_valid"], dtype=torch.bool)
-            if "frame_valid" in clip
-            else torch.ones(length, dtype=torch.bool)
-            for clip, length in zip(batched_inputs, lengths)
-        ]
-        return torch.cat(flags).to(self.device)
-
-    def _targets(self, batched_inputs: List[Dict], padded_size) -> torch.Tensor:
-        targets = []
-        for clip in batched_inputs:
-            sem_seg = clip.get("sem_seg")
-            if sem_seg is None or tuple(sem_seg.shape) != (
-                clip["frames"].shape[0],
-                *clip["frames"].shape[-2:],
-            ):
-                raise ValueError(
-                    f"clip {clip.get('video_id', '?')}: training needs 'sem_seg' [T, H, W] matching "
-                    f"'frames' {tuple(clip['frames'].shape)}, got "
-                    f"{None if sem_seg is None else tuple(sem_seg.shape)}"
-                )
-            targets.extend(sem_seg.to(self.device, torch.long).unbind(0))
-        if all(tuple(t.shape) == tuple(padded_size) for t in targets):
-            return torch.stack(targets)
-        # Padding is ignored, so it is never scored as background.
-        padded = ImageList.from_tensors(targets, self.size_divisibility, self.ignore_label).tensor
-        return padded[..., : padded_size[0], : padded_size[1]]
-
-    def _postprocess(self, pred_logits, batched_inputs, lengths, images: ImageList):
-        if self.num_classes == 1:
-            probs = pred_logits.sigmoid()
-        else:
-            probs = pred_logits.softmax(dim=1)
-        results = []
-        start = 0
-        for clip, length in zip(batched_inputs, lengths):
-            image_size = images.image_sizes[start]
-            clip_probs = probs[start : start + length, :, : image_size[0], : image_size[1]]
-            start += length
-            height = int(clip.get("height", image_size[0]))
-            width = int(clip.get("width", image_size[1]))
-            if (height, width) != tuple(image_size):
-                clip_probs = F.interpolate(
-                    clip_probs, size=(height, width), mode="bilinear", align_corners=False
-                )
-            results.append({"sem_seg": clip_probs})
-        return results
 
 
 def init_head_parameters(modules, *, level_embed: nn.Parameter):

@@ -1,8 +1,10 @@
-"""Multi-scale deformable-attention pixel decoder of AVSegFormer.
+"""Multi-scale deformable-attention pixel decoder with a lateral stride-4 branch.
 
 The finest backbone level (stride 4) only feeds a lateral branch; the coarser levels (strides 8,
-16, 32 for the original) go through a post-norm deformable encoder. The stride-4 mask feature is
-the lateral branch plus the up-sampled stride-8 encoder output, through a 3x3 conv, GN and ReLU.
+16, 32) go through a post-norm deformable encoder. The stride-4 mask feature is the lateral
+branch plus the up-sampled finest encoder output, through a 3x3 conv, GN and ReLU. Encoder width,
+FFN width and activation, dropout and the positional encoding are constructor parameters (config
+keys under ``MODEL.SEM_SEG_HEAD``); the defaults are AVSegFormer's.
 """
 
 import logging
@@ -17,6 +19,7 @@ from detectron2.layers import ShapeSpec, get_norm
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import nn
 
+from ..transformer.activation import activation_fn
 from ..transformer.position_encoding import PositionEmbeddingSine
 
 __all__ = ["MSDeformAttnEncoder", "MSDeformAttnEncoderLayer", "MSDeformAttnPixelDecoder"]
@@ -25,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 
 class MSDeformAttnEncoderLayer(nn.Module):
-    """Post-norm encoder layer: deformable self-attention then a GELU FFN, dropout on both."""
+    """Post-norm encoder layer: deformable self-attention then an FFN, dropout on both."""
 
     def __init__(
         self,
@@ -33,12 +36,23 @@ class MSDeformAttnEncoderLayer(nn.Module):
         dim: int = 256,
         dim_feedforward: int = 2048,
         dropout: float = 0.1,
+        activation: str = "gelu",
         n_levels: int = 3,
         n_heads: int = 8,
         n_points: int = 4,
         msda_impl: str = "auto",
     ):
+        """
+        Args:
+            dim: token width.
+            dim_feedforward: hidden width of the FFN.
+            dropout: after the attention, inside and after the FFN.
+            activation: of the FFN, "gelu" or "relu".
+            n_levels, n_heads, n_points: of the deformable attention.
+            msda_impl: deformable-attention backend ("auto", "pytorch", "compiled").
+        """
         super().__init__()
+        self.activation = activation_fn(activation)
         self.self_attn = MSDeformAttn(dim, n_levels, n_heads, n_points, impl=msda_impl)
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(dim)
@@ -64,7 +78,7 @@ class MSDeformAttnEncoderLayer(nn.Module):
             src + pos, reference_points, src, spatial_shapes, level_start_index, None
         )
         src = self.norm1(src + self.dropout1(attended))
-        ffn = self.linear2(self.dropout2(F.gelu(self.linear1(src))))
+        ffn = self.linear2(self.dropout2(self.activation(self.linear1(src))))
         return self.norm2(src + self.dropout3(ffn))
 
 
@@ -137,6 +151,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
         num_points: int,
         dim_feedforward: int,
         dropout: float,
+        activation: str = "gelu",
+        normalize_positions: bool = False,
         msda_impl: str = "auto",
     ):
         """
@@ -149,6 +165,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
             conv_dim: width of the projected levels, the encoder and the mask feature.
             norm: normalisation after each projection and the output conv ("GN" = 32 groups).
             num_encoder_layers, num_heads, num_points, dim_feedforward, dropout: encoder.
+            activation: of the encoder FFN, "gelu" (AVSegFormer) or "relu" (Mask2Former).
+            normalize_positions: sine positional encoding of positions scaled to [0, 2 pi]
+                (Deformable DETR, Mask2Former) instead of raw 1-based indices (AVSegFormer).
             msda_impl: deformable-attention backend ("auto", "pytorch", "compiled").
         """
         super().__init__()
@@ -178,12 +197,15 @@ class MSDeformAttnPixelDecoder(nn.Module):
         )
         self.level_embed = nn.Parameter(torch.empty(self.num_levels, conv_dim))
         nn.init.normal_(self.level_embed)
-        self.pe_layer = PositionEmbeddingSine(num_pos_feats=conv_dim // 2, normalize=False)
+        self.pe_layer = PositionEmbeddingSine(
+            num_pos_feats=conv_dim // 2, normalize=normalize_positions
+        )
         self.encoder = MSDeformAttnEncoder(
             num_layers=num_encoder_layers,
             dim=conv_dim,
             dim_feedforward=dim_feedforward,
             dropout=dropout,
+            activation=activation,
             n_levels=self.num_levels,
             n_heads=num_heads,
             n_points=num_points,
@@ -212,6 +234,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
             "num_points": head.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS,
             "dim_feedforward": head.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD,
             "dropout": head.DEFORMABLE_TRANSFORMER_ENCODER_DROPOUT,
+            "activation": head.DEFORMABLE_TRANSFORMER_ENCODER_ACTIVATION,
+            "normalize_positions": head.POSITION_ENCODING_NORMALIZE,
             "msda_impl": head.MSDA_IMPL,
         }
 
@@ -246,7 +270,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         )
         memory = self.encoder(src_flatten, pos_flatten, spatial_shapes, level_start_index)
 
-        # Only the finest encoder level enters the mask feature (as in the original).
+        # Only the finest encoder level enters the mask feature.
         finest_height, finest_width = shapes[0]
         finest = memory[:, : finest_height * finest_width].transpose(1, 2)
         finest = finest.reshape(memory.shape[0], self.conv_dim, finest_height, finest_width)

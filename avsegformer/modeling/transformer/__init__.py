@@ -1,5 +1,6 @@
-"""Transformer parts of AVSegFormer: positional encoding, query generator, mixer, decoder."""
+"""Transformer parts: activations, positional encoding, query generator, mixer, decoder."""
 
+from .activation import activation_fn, activation_module
 from .decoder import AVSTransformerDecoder, AVSTransformerDecoderLayer
 from .mixer import CrossModalMixer
 from .position_encoding import PositionEmbeddingSine
@@ -12,4 +13,6 @@ __all__ = [
     "AudioQueryGeneratorLayer",
     "CrossModalMixer",
     "PositionEmbeddingSine",
+    "activation_fn",
+    "activation_module",
 ]

@@ -1,14 +1,15 @@
 """Transformer decoder of AVSegFormer: plain multi-head attention over all encoder tokens."""
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from .activation import activation_fn
 
 __all__ = ["AVSTransformerDecoder", "AVSTransformerDecoderLayer"]
 
 
 class AVSTransformerDecoderLayer(nn.Module):
-    """Post-norm decoder layer: self-attention, cross-attention to the memory, GELU FFN.
+    """Post-norm decoder layer: self-attention, cross-attention to the memory, FFN.
 
     There are no positional embeddings on queries or memory (as in the original); dropout applies
     to the attention weights and to each residual branch.
@@ -21,8 +22,10 @@ class AVSTransformerDecoderLayer(nn.Module):
         num_heads: int = 8,
         dim_feedforward: int = 2048,
         dropout: float = 0.1,
+        activation: str = "gelu",
     ):
         super().__init__()
+        self.activation = activation_fn(activation)
         self.self_attn = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
         self.norm1 = nn.LayerNorm(dim)
         self.cross_attn = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
@@ -48,7 +51,7 @@ class AVSTransformerDecoderLayer(nn.Module):
         queries = self.norm1(queries + self.dropout1(attended))
         attended = self.cross_attn(queries, memory, memory, need_weights=False)[0]
         queries = self.norm2(queries + self.dropout2(attended))
-        ffn = self.linear2(self.dropout3(F.gelu(self.linear1(queries))))
+        ffn = self.linear2(self.dropout3(self.activation(self.linear1(queries))))
         return self.norm3(queries + self.dropout4(ffn))
 
 
@@ -63,11 +66,16 @@ class AVSTransformerDecoder(nn.Module):
         num_heads: int = 8,
         dim_feedforward: int = 2048,
         dropout: float = 0.1,
+        activation: str = "gelu",
     ):
         super().__init__()
         self.layers = nn.ModuleList(
             AVSTransformerDecoderLayer(
-                dim=dim, num_heads=num_heads, dim_feedforward=dim_feedforward, dropout=dropout
+                dim=dim,
+                num_heads=num_heads,
+                dim_feedforward=dim_feedforward,
+                dropout=dropout,
+                activation=activation,
             )
             for _ in range(num_layers)
         )

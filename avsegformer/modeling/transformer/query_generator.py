@@ -3,23 +3,34 @@
 import torch
 from torch import nn
 
+from .activation import activation_module
+
 __all__ = ["AudioQueryGenerator", "AudioQueryGeneratorLayer"]
 
 
 class AudioQueryGeneratorLayer(nn.Module):
-    """Post-norm layer: self-attention, cross-attention to the audio tokens, GELU FFN.
+    """Post-norm layer: self-attention, cross-attention to the audio tokens, FFN.
 
     Both attentions are bias-free and dropout-free, as in the original. With the single audio
     token of AVSegFormer the cross-attention softmax is exactly 1, so the layer adds the same
     audio-dependent vector to every query before ``norm2``.
     """
 
-    def __init__(self, *, embed_dim: int = 256, num_heads: int = 8, hidden_dim: int = 1024):
+    def __init__(
+        self,
+        *,
+        embed_dim: int = 256,
+        num_heads: int = 8,
+        hidden_dim: int = 1024,
+        activation: str = "gelu",
+    ):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(embed_dim, num_heads, bias=False, batch_first=True)
         self.cross_attn = nn.MultiheadAttention(embed_dim, num_heads, bias=False, batch_first=True)
         self.ffn = nn.Sequential(
-            nn.Linear(embed_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, embed_dim)
+            nn.Linear(embed_dim, hidden_dim),
+            activation_module(activation),
+            nn.Linear(hidden_dim, embed_dim),
         )
         self.norm1 = nn.LayerNorm(embed_dim)
         self.norm2 = nn.LayerNorm(embed_dim)
@@ -58,12 +69,16 @@ class AudioQueryGenerator(nn.Module):
         num_layers: int = 6,
         num_heads: int = 8,
         hidden_dim: int = 1024,
+        activation: str = "gelu",
     ):
         super().__init__()
         self.query = nn.Embedding(num_queries, embed_dim)
         self.layers = nn.ModuleList(
             AudioQueryGeneratorLayer(
-                embed_dim=embed_dim, num_heads=num_heads, hidden_dim=hidden_dim
+                embed_dim=embed_dim,
+                num_heads=num_heads,
+                hidden_dim=hidden_dim,
+                activation=activation,
             )
             for _ in range(num_layers)
         )

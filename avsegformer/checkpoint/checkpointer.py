@@ -1,4 +1,4 @@
-"""Crash-safe checkpointing.
+"""Crash-safe checkpointing, and a record of what a load filled.
 
 fvcore's ``Checkpointer.save`` streams ``torch.save`` straight into ``<name>.pth`` and then
 overwrites ``last_checkpoint`` in place, so a process killed mid-write leaves a truncated file
@@ -63,9 +63,19 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
 class AtomicDetectionCheckpointer(DetectionCheckpointer):
     """:class:`DetectionCheckpointer` whose ``save`` and ``last_checkpoint`` tag are atomic.
 
-    Loading is unchanged. Only local paths are supported for saving (``OUTPUT_DIR`` is local in
-    every Detectron2 workflow); a path that is not a local folder is an error.
+    Loading is unchanged, but records the model entries the loaded file did not fill
+    (:attr:`missing_keys`), so that pretrained files can fill exactly those. Only local paths are
+    supported for saving (``OUTPUT_DIR`` is local in every Detectron2 workflow); a path that is
+    not a local folder is an error.
     """
+
+    #: Entries of the model the last loaded file did not fill; None until a file was loaded.
+    missing_keys: list[str] | None = None
+
+    def _load_model(self, checkpoint: dict[str, Any]):
+        incompatible = super()._load_model(checkpoint)
+        self.missing_keys = list(incompatible.missing_keys)
+        return incompatible
 
     def save(self, name: str, **kwargs: Any) -> None:
         """Write ``<save_dir>/<name>.pth`` with the model, every checkpointable and ``kwargs``,
