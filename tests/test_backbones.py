@@ -5,7 +5,12 @@ from pathlib import Path
 
 import avsegformer  # noqa: F401  (before any detectron2 sub-package)
 from avsegformer import add_avsegformer_config
-from avsegformer.checkpoint import convert_pvt_v2, convert_torchvision_resnet, convert_vggish
+from avsegformer.checkpoint import (
+    convert_pvt_v2,
+    convert_torchvision_resnet,
+    convert_vggish,
+    load_pretrained_audio_backbone,
+)
 from avsegformer.modeling.audio_backbone import VGGish, build_audio_backbone
 from avsegformer.modeling.backbone import PVTv2Backbone
 
@@ -339,7 +344,26 @@ def constant_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
-def test_vggish_from_config_loads_and_freezes(tmp_path, vggish):
+def pretrained_vggish(cfg):
+    """VGGish built from ``cfg`` (which reads no file), then filled from MODEL.AUDIO.WEIGHTS."""
+    model = build_audio_backbone(cfg)
+    load_pretrained_audio_backbone(cfg, model)
+    return model
+
+
+def test_vggish_build_reads_no_file_and_freezes(tmp_path):
+    cfg = base_cfg()
+    cfg.MODEL.AUDIO.WEIGHTS = str(tmp_path / "missing.pth")
+    cfg.MODEL.AUDIO.FREEZE = True
+    model = build_audio_backbone(cfg)  # the file does not exist, and building never opens it
+    assert isinstance(model, VGGish)
+    assert not any(p.requires_grad for p in model.parameters())
+    assert not model(torch.randn(2, 1, 96, 64)).requires_grad
+    cfg.MODEL.AUDIO.FREEZE = False
+    assert all(p.requires_grad for p in build_audio_backbone(cfg).parameters())
+
+
+def test_vggish_pretrained_weights_load_strictly(tmp_path, vggish):
     weights = tmp_path / "vggish.pth"
     original = constant_weights(vggish)
     torch.save(original, weights)
@@ -347,29 +371,22 @@ def test_vggish_from_config_loads_and_freezes(tmp_path, vggish):
 
     cfg = base_cfg()
     cfg.MODEL.AUDIO.WEIGHTS = str(weights)
-    cfg.MODEL.AUDIO.FREEZE = True
-    model = build_audio_backbone(cfg)
-    assert isinstance(model, VGGish)
+    model = pretrained_vggish(cfg)
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, original[name]), name
-    assert not any(p.requires_grad for p in model.parameters())
-    embeddings = model(torch.randn(2, 1, 96, 64))
-    assert not embeddings.requires_grad
-
-    cfg.MODEL.AUDIO.FREEZE = False
-    assert all(p.requires_grad for p in build_audio_backbone(cfg).parameters())
+    assert not any(p.requires_grad for p in model.parameters()), "loading keeps the freeze"
 
     torch.save({"features.0.weight": torch.zeros(64, 1, 3, 3)}, tmp_path / "partial.pth")
     cfg.MODEL.AUDIO.WEIGHTS = str(tmp_path / "partial.pth")
     with pytest.raises(RuntimeError, match="Missing key"):
-        build_audio_backbone(cfg)
+        pretrained_vggish(cfg)
     torch.save({"model": {}}, tmp_path / "wrapped.pth")
     cfg.MODEL.AUDIO.WEIGHTS = str(tmp_path / "wrapped.pth")
     with pytest.raises(ValueError, match="wrapped.pth is not a tensor-only state dict"):
-        build_audio_backbone(cfg)
+        pretrained_vggish(cfg)
     cfg.MODEL.AUDIO.WEIGHTS = str(tmp_path / "missing.pth")
-    with pytest.raises(FileNotFoundError, match="missing.pth"):
-        build_audio_backbone(cfg)
+    with pytest.raises(FileNotFoundError, match="missing.pth .*convert_pretrained_weights.py"):
+        pretrained_vggish(cfg)
 
 
 def test_vggish_conversion_checks_names_and_pca_shapes(vggish):
@@ -405,7 +422,7 @@ def test_vggish_pca_postprocessor(tmp_path, vggish):
     cfg = base_cfg()
     cfg.MODEL.AUDIO.WEIGHTS = str(with_pca)
     cfg.MODEL.AUDIO.PCA = True
-    model = build_audio_backbone(cfg).eval()
+    model = pretrained_vggish(cfg).eval()
     log_mel = torch.randn(4, 1, 96, 64)
     with torch.no_grad():
         quantised = model(log_mel)
@@ -423,15 +440,15 @@ def test_vggish_pca_postprocessor(tmp_path, vggish):
     # PCA on but no PCA parameters anywhere: an error naming the file.
     cfg.MODEL.AUDIO.WEIGHTS = str(plain)
     with pytest.raises(ValueError, match="plain.pth holds no 'postprocessor"):
-        build_audio_backbone(cfg)
+        pretrained_vggish(cfg)
     cfg.MODEL.AUDIO.PCA_WEIGHTS = str(pca_only)
-    from_pca_file = build_audio_backbone(cfg)
+    from_pca_file = pretrained_vggish(cfg)
     assert torch.equal(from_pca_file.postprocessor.pca_eigen_vectors, e.float())
     # PCA off: PCA parameters in the file are ignored.
     cfg.MODEL.AUDIO.PCA = False
     cfg.MODEL.AUDIO.PCA_WEIGHTS = ""
     cfg.MODEL.AUDIO.WEIGHTS = str(with_pca)
-    assert build_audio_backbone(cfg).postprocessor is None
+    assert pretrained_vggish(cfg).postprocessor is None
 
 
 def test_vggish_rejects_another_embedding_width():

@@ -3,8 +3,9 @@
 The original checkpoints are not available; their exact key lists and shapes are
 (``<repo>/../shared/reference/*.keys.txt``). Each test synthesises a state dict with those names and
 shapes, where entry number ``i`` holds the value ``i`` everywhere (a float16 scalar expanded to the
-shape: no memory, exact up to 2048), so after loading every model tensor tells which original
-entry it came from.
+shape: no memory, exact up to 2048), so every source tensor has its own value. The key map is
+stated a second time here, independently of the converter's rules (:func:`expected_target`), and
+each value is checked to land in the model entry that map names.
 """
 
 import argparse
@@ -14,7 +15,15 @@ from pathlib import Path
 
 import avsegformer  # noqa: F401  (before any detectron2 sub-package)
 from avsegformer import add_avsegformer_config
-from avsegformer.checkpoint import convert_avsegformer_checkpoint, unwrap_state_dict
+from avsegformer.checkpoint import (
+    convert_avsegformer_checkpoint,
+    convert_checkpoint,
+    detect_checkpoint_family,
+    families,
+    load_pretrained_audio_backbone,
+    register_checkpoint_family,
+    unwrap_state_dict,
+)
 from avsegformer.modeling.audio_backbone import build_audio_backbone
 
 import numpy as np
@@ -29,6 +38,8 @@ from helpers import load_tool, read_key_list
 REPO = Path(__file__).resolve().parents[1]
 convert_checkpoint_tool = load_tool("convert_avsegformer_checkpoint")
 convert_pretrained_tool = load_tool("convert_pretrained_weights")
+
+convert_checkpoint_main = load_tool("convert_checkpoint").main
 
 CASES = {
     # key list -> config of the matching model
@@ -76,77 +87,106 @@ def case(request):
     del model
 
 
-def value_of(tensor: torch.Tensor) -> float:
-    return tensor.reshape(-1)[0].item()
+# The key map, stated from the model descriptions rather than from the converter's rules.
+_HEAD_PREFIXES = [
+    ("head.level_embed", "pixel_decoder.level_embed"),
+    ("head.in_proj.", "pixel_decoder.input_proj."),
+    ("head.transformer.encoder.", "pixel_decoder.encoder."),
+    ("head.lateral_conv.", "pixel_decoder.lateral_conv."),
+    ("head.out_conv.", "pixel_decoder.output_conv."),
+    ("head.query_generator.", "query_generator."),
+    ("head.learnable_query.", "learnable_query."),
+    ("head.transformer.decoder.", "transformer_decoder."),
+    ("head.fusion_block.", "mixer."),
+    ("head.mlp.", "mask_head.mlp."),
+    ("head.fc.", "mask_head.fc."),
+    ("vggish.", "audio_backbone."),
+    ("audio_proj.", "audio_proj."),
+]
+_RESNET_STAGES = {"layer1": "res2", "layer2": "res3", "layer3_1": "res4", "layer4_1": "res5"}
+
+
+def _expected_resnet(parts: list[str]) -> str:
+    if parts[0] == "conv1":
+        return "stem.conv1." + parts[1]
+    if parts[0] == "bn1":
+        return "stem.conv1.norm." + parts[1]
+    stage, block, layer, leaf = _RESNET_STAGES[parts[0]], parts[1], parts[2], parts[-1]
+    if layer.startswith("conv"):
+        return f"{stage}.{block}.{layer}.{leaf}"
+    if layer.startswith("bn"):
+        return f"{stage}.{block}.conv{layer[2:]}.norm.{leaf}"
+    assert layer == "downsample", parts
+    return f"{stage}.{block}.shortcut{'' if parts[3] == '0' else '.norm'}.{leaf}"
+
+
+def _expected_pvt(parts: list[str]) -> str:
+    name = parts[0]
+    if name == "patch_embed1":
+        return ".".join(["patch_embed", *parts[1:]])
+    stage = int(name[-1]) - 1
+    if name.startswith("patch_embed"):
+        return ".".join([f"stages.{stage}.downsample", *parts[1:]])
+    if name.startswith("norm"):
+        return ".".join([f"stages.{stage}.norm", *parts[1:]])
+    rest = ".".join(parts[2:]).replace("mlp.dwconv.dwconv.", "mlp.dwconv.")
+    return f"stages.{stage}.blocks.{parts[1]}.{rest}"
+
+
+def expected_target(source: str) -> str | None:
+    """Our name for an original entry, or None for the groups the original never uses."""
+    if source.startswith(tuple(sum(DEAD_GROUPS.values(), []))):
+        return None
+    for old, new in _HEAD_PREFIXES:
+        if source.startswith(old):
+            return new + source[len(old) :]
+    parts = source.split(".")[1:]
+    assert source.startswith("backbone."), source
+    if parts[0].startswith(("patch_embed", "block")) or re.fullmatch(r"norm\d", parts[0]):
+        return "backbone." + _expected_pvt(parts)
+    return "backbone." + _expected_resnet(parts)
 
 
 def test_original_checkpoint_loads_strictly_with_every_value_in_place(case, caplog):
     name, entries, model = case
     original = synthesize(entries)
-    with caplog.at_level(logging.INFO, logger="avsegformer.checkpoint.convert"):
+    with caplog.at_level(logging.INFO, logger="avsegformer.checkpoint"):
         converted = convert_avsegformer_checkpoint(original)
-
     model.load_state_dict(converted, strict=True)
-    # Every model tensor is constant and equal to the index of the original entry mapped onto it.
-    index_of = {n: i for i, (n, _, _) in enumerate(entries)}
-    source_of = {}
-    for target, tensor in model.state_dict().items():
-        values = tensor.reshape(-1)
-        assert values.min() == values.max(), f"{target} was filled from several entries"
-        source_of[target] = entries[int(value_of(tensor))][0]
-        assert index_of[source_of[target]] == int(value_of(tensor))
 
-    expected_pairs = {
-        "audio_proj.weight": "audio_proj.weight",
-        "audio_backbone.embeddings.0.weight": "vggish.embeddings.0.weight",
-        "pixel_decoder.input_proj.3.1.bias": "head.in_proj.3.1.bias",
-        "pixel_decoder.level_embed": "head.level_embed",
-        "pixel_decoder.encoder.layers.5.self_attn.sampling_offsets.weight": (
-            "head.transformer.encoder.layers.5.self_attn.sampling_offsets.weight"
-        ),
-        "pixel_decoder.lateral_conv.1.weight": "head.lateral_conv.1.weight",
-        "pixel_decoder.output_conv.0.weight": "head.out_conv.0.weight",
-        "query_generator.layers.2.cross_attn.in_proj_weight": (
-            "head.query_generator.layers.2.cross_attn.in_proj_weight"
-        ),
-        "learnable_query.weight": "head.learnable_query.weight",
-        "transformer_decoder.layers.4.linear2.bias": "head.transformer.decoder.layers.4.linear2.bias",
-        "mixer.kv_proj.weight": "head.fusion_block.kv_proj.weight",
-        "mask_head.mlp.layers.0.weight": "head.mlp.layers.0.weight",
-        "mask_head.fc.4.weight": "head.fc.4.weight",
-    }
-    if "res50" in name:
-        expected_pairs.update(
-            {
-                "backbone.stem.conv1.weight": "backbone.conv1.weight",
-                "backbone.stem.conv1.norm.running_var": "backbone.bn1.running_var",
-                "backbone.res2.0.shortcut.norm.weight": "backbone.layer1.0.downsample.1.weight",
-                "backbone.res4.5.conv2.norm.bias": "backbone.layer3_1.5.bn2.bias",
-                "backbone.res5.0.shortcut.weight": "backbone.layer4_1.0.downsample.0.weight",
-            }
-        )
-    else:
-        expected_pairs.update(
-            {
-                "backbone.patch_embed.proj.weight": "backbone.patch_embed1.proj.weight",
-                "backbone.stages.2.downsample.norm.bias": "backbone.patch_embed3.norm.bias",
-                "backbone.stages.2.blocks.39.mlp.dwconv.weight": (
-                    "backbone.block3.39.mlp.dwconv.dwconv.weight"
-                ),
-                "backbone.stages.0.blocks.2.attn.sr.weight": "backbone.block1.2.attn.sr.weight",
-                "backbone.stages.3.norm.weight": "backbone.norm4.weight",
-            }
-        )
-    for target, source in expected_pairs.items():
-        assert source_of[target] == source, target
+    ours = model.state_dict()
+    targets = {}
+    for index, (source, _, _) in enumerate(entries):
+        target = expected_target(source)
+        if target is None:
+            continue
+        targets[target] = source
+        # The value of entry ``index``, everywhere in the model entry the map names.
+        assert torch.equal(ours[target], torch.full_like(ours[target], index)), (source, target)
+    assert set(targets) == set(ours), "every model entry is filled by exactly one original entry"
+    assert len(targets) == len(converted)
 
     # Only the dead groups were dropped, each announced by exactly one log line.
     dead = DEAD_GROUPS[name.split("_")[1]]
-    dropped = set(original) - set(source_of.values())
+    dropped = set(original) - set(targets.values())
     assert dropped == {k for k in original if k.startswith(tuple(dead))}
     for prefix in dead:
         lines = [r.getMessage() for r in caplog.records if f"dropped {prefix}*" in r.getMessage()]
         assert len(lines) == 1, prefix
+
+
+def test_a_swapped_pair_of_entries_is_caught(case):
+    """The check above fails for a converter that puts two same-shaped entries in each
+    other's place (here two norms of a decoder layer)."""
+    name, entries, model = case
+    index_of = {source: i for i, (source, _, _) in enumerate(entries)}
+    converted = convert_avsegformer_checkpoint(synthesize(entries))
+    a, b = "transformer_decoder.layers.0.norm1.weight", "transformer_decoder.layers.0.norm2.weight"
+    converted[a], converted[b] = converted[b], converted[a]
+    model.load_state_dict(converted, strict=True)
+    source = "head.transformer.decoder.layers.0.norm1.weight"
+    assert expected_target(source) == a
+    assert not torch.equal(model.state_dict()[a], torch.full_like(converted[a], index_of[source]))
 
 
 def test_converted_file_loads_with_detection_checkpointer(case, tmp_path):
@@ -157,6 +197,7 @@ def test_converted_file_loads_with_detection_checkpointer(case, tmp_path):
     convert_checkpoint_tool.main([str(source), str(destination)])
 
     saved = torch.load(destination, map_location="cpu", weights_only=True)
+    assert saved["family"] == "AVSegFormer"
     assert saved["backbone"] == ("R50" if "res50" in name else "PVTv2-B5")
     assert saved["num_classes"] == (71 if "avss" in name else 1)
     checkpointer = DetectionCheckpointer(model)
@@ -167,7 +208,7 @@ def test_converted_file_loads_with_detection_checkpointer(case, tmp_path):
     checkpointer.load(str(destination))  # the public path, with its logging, works too
 
 
-# Published in the brief of issue #3 (the original models without their dead groups).
+# The original models' parameter counts, without their dead groups.
 PARAMETER_COUNTS = {"AVSegFormer_res50_s4": 126_737_216, "AVSegFormer_pvt2_s4": 183_951_296}
 
 
@@ -249,6 +290,55 @@ def test_tools_refuse_files_that_are_not_state_dicts(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
+# checkpoint families: the source is told from its keys, unknown ones are refused
+# ---------------------------------------------------------------------------------------------
+def test_family_is_detected_from_the_keys(r50_checkpoint):
+    assert detect_checkpoint_family(r50_checkpoint).name == "AVSegFormer"
+    pvt = synthesize(read_key_list("AVSegFormer_pvt2_avss.keys.txt"))
+    output = convert_checkpoint({"state_dict": pvt}, source="pvt.pth")
+    assert output["family"] == "AVSegFormer"
+    assert (output["backbone"], output["num_classes"]) == ("PVTv2-B5", 71)
+    assert output["model"].keys() == convert_avsegformer_checkpoint(pvt).keys()
+
+
+@pytest.mark.parametrize(
+    "keys", ["combo/COMBO_R50_s4.keys.txt", "modat/MoDAT_pvt2_s4.keys.txt", "vggish_keys.txt"]
+)
+def test_checkpoints_of_unknown_families_are_refused(keys, tmp_path):
+    checkpoint = synthesize(read_key_list(keys))
+    with pytest.raises(ValueError, match="not a checkpoint of a known family .*AVSegFormer"):
+        convert_checkpoint(checkpoint, source="other.pth")
+    source = tmp_path / "other.pth"
+    torch.save(checkpoint, source)
+    with pytest.raises(SystemExit, match="other.pth: not a checkpoint of a known family"):
+        convert_checkpoint_main([str(source), str(tmp_path / "out.pth")])
+    assert not (tmp_path / "out.pth").exists()
+
+
+def test_registered_families_are_used_and_must_not_overlap(monkeypatch, r50_checkpoint):
+    monkeypatch.setattr(families, "_FAMILIES", dict(families._FAMILIES))
+    register_checkpoint_family(
+        "Toy",
+        author="nowhere/toy",
+        recognizes=lambda sd: "toy.weight" in sd,
+        convert=lambda sd: {"renamed.weight": sd["toy.weight"]},
+        describe=lambda converted: {"num_classes": 3},
+    )
+    output = convert_checkpoint({"toy.weight": torch.ones(2)})
+    assert output["family"] == "Toy" and output["__author__"] == "nowhere/toy (converted)"
+    assert list(output["model"]) == ["renamed.weight"] and output["num_classes"] == 3
+    with pytest.raises(ValueError, match="already registered"):
+        register_checkpoint_family(
+            "Toy", author="", recognizes=lambda sd: False, convert=lambda sd: {}
+        )
+    register_checkpoint_family(
+        "Greedy", author="", recognizes=lambda sd: True, convert=lambda sd: {}
+    )
+    with pytest.raises(ValueError, match="several checkpoint families"):
+        convert_checkpoint(r50_checkpoint)
+
+
+# ---------------------------------------------------------------------------------------------
 # pretrained backbone and VGGish files
 # ---------------------------------------------------------------------------------------------
 def test_pretrained_files_fill_every_backbone_and_audio_entry(case, tmp_path):
@@ -303,6 +393,7 @@ def test_pretrained_vggish_file_with_numpy_pca_parameters(tmp_path):
     cfg.MODEL.AUDIO.WEIGHTS = str(audio_weights)
     cfg.MODEL.AUDIO.PCA = True
     vggish = build_audio_backbone(cfg)
+    load_pretrained_audio_backbone(cfg, vggish)
     for index, (key, _, _) in enumerate(vggish_entries):
         assert (vggish.state_dict()[key] == index).all(), key
     assert torch.equal(vggish.postprocessor.pca_eigen_vectors, torch.eye(128))

@@ -18,6 +18,7 @@ from .families import (
     CheckpointFamily,
     checkpoint_families,
     convert_checkpoint,
+    convert_checkpoint_file,
     detect_checkpoint_family,
     register_checkpoint_family,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "convert_avsegformer_checkpoint",
     "convert_avsegformer_head",
     "convert_checkpoint",
+    "convert_checkpoint_file",
     "convert_pvt_v2",
     "convert_torchvision_resnet",
     "convert_vggish",
