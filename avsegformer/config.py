@@ -126,7 +126,8 @@ def _add_audio_config(cfg):
     # Name in AUDIO_BACKBONE_REGISTRY.
     a.NAME = "VGGish"
     # Converted torchvggish weights (tools/convert_pretrained_weights.py vggish); "" = random init.
-    # MODEL.WEIGHTS, loaded afterwards, overrides them.
+    # Read only when MODEL.WEIGHTS (or the resumed checkpoint) holds no audio backbone, i.e. when
+    # training starts from ImageNet weights or from scratch (avsegformer.checkpoint.pretrained).
     a.WEIGHTS = ""
     # No gradient to the audio backbone (the original always runs VGGish under no_grad).
     a.FREEZE = True
