@@ -263,7 +263,7 @@ def test_task_configs(subset, classes, loss, size, batch, backbone):
 
 
 def _assert_head_keys_match_original(model, keys_file):
-    """Every non-backbone key of an original checkpoint maps (issue #3 key map) onto one of ours
+    """Every non-backbone key of an original checkpoint maps (by the converter) onto one of ours
     with the same shape, and nothing of ours outside the backbones is left over."""
     original = {}
     for line in fixture_path(keys_file).read_text().splitlines():
