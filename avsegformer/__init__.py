@@ -1,13 +1,13 @@
 """AVSegFormer: audio-visual segmentation as a Detectron2 plugin.
 
-Importing this package makes Detectron2 v0.6 importable on current dependencies (see
+Importing this package checks that the installed Detectron2 can run (see
 :mod:`avsegformer._compat`) and registers every component: the meta-architecture, backbones,
 audio backbones, pixel decoder, datasets and evaluator.
 """
 
-from . import _compat
+from ._compat import require_detectron2
 
-_compat.apply()
+require_detectron2()  # before the registrations import detectron2, for a clear error
 
 from . import data, evaluation, modeling  # noqa: E402  (registration)
 from .config import add_avsegformer_config  # noqa: E402
