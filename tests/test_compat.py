@@ -31,7 +31,8 @@ def run_code(code: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 def has_compiled_detectron2() -> bool:
     spec = importlib.util.find_spec("detectron2._C")
-    return spec is not None and spec.origin.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+    origin = spec.origin if spec is not None else None
+    return bool(origin) and origin.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
 
 
 def test_detectron2_works_without_avsegformer_in_any_order_and_quietly(tmp_path):
