@@ -11,6 +11,11 @@ import pickle
 import zlib
 from pathlib import Path
 
+import numpy as np
+import soundfile
+import torch
+from PIL import Image
+
 from avsegformer.data.datasets.layout import (
     AVSBENCH_SUBSETS,
     AVSS_CLASS_FILE,
@@ -21,11 +26,6 @@ from avsegformer.data.datasets.layout import (
     s4_clip_files,
 )
 from avsegformer.data.masks import avss_palette
-
-import numpy as np
-import soundfile
-import torch
-from PIL import Image
 
 FRAME_SIZE = (24, 24)  # (H, W) of S4/MS3 frames here (224 in the real data)
 AVSS_FRAME_SIZE = (20, 32)  # (H, W), a landscape frame to exercise the short-side crop

@@ -6,12 +6,11 @@ The toy model follows the project's model contract (list of clip dicts in, loss 
 
 import itertools
 
-import avsegformer  # noqa: F401  (Detectron2 v0.6 fixes before detectron2.* imports)
-from avsegformer import add_avsegformer_config
-from avsegformer.engine import Trainer
-
 import torch
 from detectron2.config import get_cfg
+
+from avsegformer import add_avsegformer_config
+from avsegformer.engine import Trainer
 
 
 class ToyModel(torch.nn.Module):

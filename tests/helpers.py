@@ -11,12 +11,12 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-from avsegformer import add_avsegformer_config
-
 import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from avsegformer import add_avsegformer_config
 
 REPO = Path(__file__).resolve().parents[1]
 TOOLS_DIR = REPO / "tools"

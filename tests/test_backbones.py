@@ -3,7 +3,15 @@
 import math
 from pathlib import Path
 
-import avsegformer  # noqa: F401  (before any detectron2 sub-package)
+import numpy as np
+import pytest
+import torch
+import torchvision
+from detectron2.config import get_cfg
+from detectron2.modeling import build_backbone
+from helpers import read_key_list
+from torch import nn
+
 from avsegformer import add_avsegformer_config
 from avsegformer.checkpoint import (
     convert_pvt_v2,
@@ -13,15 +21,6 @@ from avsegformer.checkpoint import (
 )
 from avsegformer.modeling.audio_backbone import VGGish, build_audio_backbone
 from avsegformer.modeling.backbone import PVTv2Backbone
-
-import numpy as np
-import pytest
-import torch
-import torchvision
-from detectron2.config import get_cfg
-from detectron2.modeling import build_backbone
-from helpers import read_key_list
-from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("res2", "res3", "res4", "res5")

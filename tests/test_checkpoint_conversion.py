@@ -13,7 +13,15 @@ import logging
 import re
 from pathlib import Path
 
-import avsegformer  # noqa: F401  (before any detectron2 sub-package)
+import numpy as np
+import pytest
+import torch
+import torchvision
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+from helpers import load_tool, read_key_list
+
 from avsegformer import add_avsegformer_config
 from avsegformer.checkpoint import (
     convert_avsegformer_checkpoint,
@@ -25,15 +33,6 @@ from avsegformer.checkpoint import (
     unwrap_state_dict,
 )
 from avsegformer.modeling.audio_backbone import build_audio_backbone
-
-import numpy as np
-import pytest
-import torch
-import torchvision
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
-from detectron2.modeling import build_model
-from helpers import load_tool, read_key_list
 
 REPO = Path(__file__).resolve().parents[1]
 convert_checkpoint_tool = load_tool("convert_avsegformer_checkpoint")

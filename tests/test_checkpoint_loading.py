@@ -1,11 +1,11 @@
 """``load_model_weights``: the checkpoint first, pretrained files only for what it leaves empty."""
 
-from avsegformer.checkpoint import AtomicDetectionCheckpointer, load_model_weights
-
 import pytest
 import torch
 from detectron2.modeling import build_model
 from helpers import tiny_avsegformer_cfg
+
+from avsegformer.checkpoint import AtomicDetectionCheckpointer, load_model_weights
 
 
 def constant_state(module: torch.nn.Module, offset: float) -> dict[str, torch.Tensor]:

@@ -4,16 +4,16 @@ Fixtures: ``combo/fixtures/transformer_decoder.pt`` (K = 2) and ``transformer_de
 (K = 71), each with 6 queries, 3 layers, N = 4 frames; tolerances from their README.
 """
 
+import pytest
+import torch
+from helpers import load_fixture, read_key_list
+from torch.testing import assert_close
+
 from avsegformer.modeling.transformer_decoder import (
     TRANSFORMER_DECODER_REGISTRY,
     MultiScaleMaskedTransformerDecoder,
     build_transformer_decoder,
 )
-
-import pytest
-import torch
-from helpers import load_fixture, read_key_list
-from torch.testing import assert_close
 
 FIXTURES = ["transformer_decoder.pt", "transformer_decoder_avss.pt"]
 # README tolerances (rtol 1e-4): pred_logits, pred_masks, every aux output.

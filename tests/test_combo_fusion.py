@@ -5,6 +5,11 @@ Fixtures: ``combo/fixtures/{fusion,audio_mlp,siam_fusion}.pt`` beside the clone;
 the ones their README suggests (rtol 1e-4).
 """
 
+import pytest
+import torch
+from helpers import load_fixture, read_key_list
+from torch.testing import assert_close
+
 from avsegformer.modeling.fusion import (
     AudioMLP,
     AudioVisualFusion,
@@ -13,11 +18,6 @@ from avsegformer.modeling.fusion import (
     SiamEncoderFusion,
 )
 from avsegformer.modeling.transformer import PositionEmbeddingSine
-
-import pytest
-import torch
-from helpers import load_fixture, read_key_list
-from torch.testing import assert_close
 
 RTOL = 1e-4
 # Suggested atol per fusion case and output (README of the fixtures).

@@ -4,18 +4,18 @@ Fixture: ``combo/fixtures/semantic_inference.pt``, case ``binary`` (K = 2, padde
 image 60x62, output 90x93) and case ``avss`` (K = 71); tolerances from its README.
 """
 
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import load_fixture
+from torch.testing import assert_close
+
 from avsegformer.modeling.mask_classification import (
     class_probabilities,
     foreground_probability,
     semantic_inference,
     semantic_segmentation,
 )
-
-import pytest
-import torch
-import torch.nn.functional as F
-from helpers import load_fixture
-from torch.testing import assert_close
 
 # README tolerances (rtol 1e-4): sem_seg, prob.
 TOLERANCES = {"binary": (3e-05, 5e-06), "avss": (1e-06, 1e-06)}

@@ -2,10 +2,10 @@
 
 from pathlib import Path
 
-from avsegformer import add_avsegformer_config
-
 import pytest
 from detectron2.config import get_cfg
+
+from avsegformer import add_avsegformer_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 CONFIGS = sorted(CONFIG_DIR.rglob("*.yaml"))

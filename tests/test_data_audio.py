@@ -3,13 +3,13 @@
 import os
 import pickle
 
-from avsegformer.data import audio
-
 import numpy as np
 import pytest
 import soundfile
 import torch
 from helpers import load_fixture
+
+from avsegformer.data import audio
 
 # Upper edge (Hz) of each of the 64 mel bands: the resampler tolerances are stated per band.
 _BAND_EDGES_HZ = 700.0 * (

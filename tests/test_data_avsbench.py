@@ -3,6 +3,20 @@
 import json
 import os
 
+import numpy as np
+import pytest
+from avsbench_tree import (
+    FRAME_SIZE,
+    avss_class_names,
+    make_avss_tree,
+    make_ms3_tree,
+    make_s4_tree,
+    write_binary_mask,
+    write_frame,
+)
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from PIL import Image
+
 from avsegformer.data.datasets import (
     AVSDataError,
     avss_palette,
@@ -18,20 +32,6 @@ from avsegformer.data.datasets import (
 )
 from avsegformer.data.datasets.builtin import BUILTIN_AVSBENCH_NAMES, default_avsbench_root
 from avsegformer.data.datasets.layout import avss_clip_files, ms3_clip_files, s4_clip_files
-
-import numpy as np
-import pytest
-from avsbench_tree import (
-    FRAME_SIZE,
-    avss_class_names,
-    make_avss_tree,
-    make_ms3_tree,
-    make_s4_tree,
-    write_binary_mask,
-    write_frame,
-)
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from PIL import Image
 
 
 @pytest.fixture(scope="module")

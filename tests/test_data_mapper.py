@@ -3,6 +3,14 @@
 import os
 import pickle
 
+import numpy as np
+import pytest
+import torch
+from avsbench_tree import make_avss_tree, make_ms3_tree, make_s4_tree
+from detectron2.config import get_cfg
+from detectron2.data import transforms as T
+from PIL import Image
+
 from avsegformer import add_avsegformer_config
 from avsegformer.data import AVSDatasetMapper
 from avsegformer.data.audio import wav_to_log_mel
@@ -13,14 +21,6 @@ from avsegformer.data.datasets import (
     load_avsbench_ms3,
     load_avsbench_s4,
 )
-
-import numpy as np
-import pytest
-import torch
-from avsbench_tree import make_avss_tree, make_ms3_tree, make_s4_tree
-from detectron2.config import get_cfg
-from detectron2.data import transforms as T
-from PIL import Image
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,6 @@ import os
 import subprocess
 import sys
 
-from avsegformer.config import fall_back_to_cpu, setup_cfg
-
 import numpy as np
 import pytest
 import soundfile
@@ -15,6 +13,8 @@ import torch
 from avsbench_tree import make_s4_tree
 from helpers import CONFIG_DIR, REPO, load_tool
 from PIL import Image
+
+from avsegformer.config import fall_back_to_cpu, setup_cfg
 
 S4_CONFIG = CONFIG_DIR / "s4" / "avsegformer_R50.yaml"
 #: The R50 task model at 64x64 with random weights (no pretrained file is read).

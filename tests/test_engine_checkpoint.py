@@ -2,13 +2,13 @@
 
 import os
 
-from avsegformer.engine import AtomicDetectionCheckpointer, atomic_write
-from avsegformer.engine.hooks import BackboneFreezeHook
-
 import pytest
 import torch
 from detectron2.engine.train_loop import HookBase
 from engine_toy import ToyTrainer, toy_cfg
+
+from avsegformer.engine import AtomicDetectionCheckpointer, atomic_write
+from avsegformer.engine.hooks import BackboneFreezeHook
 
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path):

@@ -2,17 +2,17 @@
 
 import math
 
+import pytest
+import torch
+from detectron2.engine.train_loop import HookBase
+from engine_toy import ToyTrainer, toy_cfg
+
 from avsegformer.engine.hooks import (
     BackboneFreezeHook,
     NonFiniteLossError,
     StatefulBestCheckpointer,
     check_losses_finite,
 )
-
-import pytest
-import torch
-from detectron2.engine.train_loop import HookBase
-from engine_toy import ToyTrainer, toy_cfg
 
 
 class _Recorder(HookBase):

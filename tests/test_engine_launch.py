@@ -1,9 +1,9 @@
 """The launcher: torchrun detection, single process, and the CPU multi-process error."""
 
-from avsegformer.engine.launch import launch, torchrun_world_size
-
 import pytest
 import torch
+
+from avsegformer.engine.launch import launch, torchrun_world_size
 
 
 def test_single_process_calls_main_directly(monkeypatch):

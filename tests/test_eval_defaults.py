@@ -12,14 +12,14 @@ from a config or constructed directly with its own defaults.
 import json
 import os
 
-from avsegformer.engine.trainer import Trainer
-from avsegformer.evaluation import AVSBenchEvaluator
-
 import numpy as np
 import pytest
 import torch
 from helpers import CONFIG_DIR, load_config, temporary_dataset
 from PIL import Image
+
+from avsegformer.engine.trainer import Trainer
+from avsegformer.evaluation import AVSBenchEvaluator
 
 TASK_CONFIGS = sorted(
     os.path.relpath(os.path.join(folder, name), CONFIG_DIR)

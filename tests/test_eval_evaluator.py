@@ -2,14 +2,14 @@
 
 import json
 
-from avsegformer.evaluation import AVSBenchEvaluator, metrics
-
 import numpy as np
 import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils import comm
 from PIL import Image
+
+from avsegformer.evaluation import AVSBenchEvaluator, metrics
 
 PALETTE = [(0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128)]
 
@@ -217,9 +217,9 @@ def test_prediction_must_have_the_requested_output_size(tmp_path, register):
 
 
 def test_configurable_construction_reads_the_test_keys(tmp_path, register):
-    from avsegformer import add_avsegformer_config
-
     from detectron2.config import get_cfg
+
+    from avsegformer import add_avsegformer_config
 
     cfg = get_cfg()
     add_avsegformer_config(cfg)

@@ -2,10 +2,10 @@
 
 import math
 
-from avsegformer.evaluation import metrics
-
 import pytest
 import torch
+
+from avsegformer.evaluation import metrics
 
 
 def test_thresholds_are_the_float32_linspace_with_last_equal_to_one():

@@ -11,13 +11,13 @@ dropout 0.1 on attention weights and residual branches; mixer 8 heads without q/
 MLP 300 -> 2048 -> 2048 -> 256 and conv head 256 -> 128 -> (x4) -> 32 -> K without bias.
 """
 
-from avsegformer.modeling.meta_arch.avsegformer import AVSegFormer
-
 import pytest
 import torch.nn.functional as F
 from detectron2.modeling import build_backbone
 from helpers import load_config
 from torch import nn
+
+from avsegformer.modeling.meta_arch.avsegformer import AVSegFormer
 
 PAPER_CONFIGS = {
     f"{task}/avsegformer_{backbone}.yaml": classes

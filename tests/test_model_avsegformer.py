@@ -6,15 +6,15 @@ ResNet-50 forward at 224x224 checks the real configuration.
 
 import time
 
-from avsegformer import add_avsegformer_config
-from avsegformer.checkpoint import convert_avsegformer_head
-from avsegformer.modeling.criterion import AVSegFormerCriterion
-
 import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from helpers import CONFIG_DIR, fixture_path, tiny_avsegformer_cfg
+
+from avsegformer import add_avsegformer_config
+from avsegformer.checkpoint import convert_avsegformer_head
+from avsegformer.modeling.criterion import AVSegFormerCriterion
 
 FRAME = 64
 

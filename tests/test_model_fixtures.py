@@ -4,6 +4,13 @@ The fixtures (``<repo>/../shared/reference/fixtures``) were produced by running 
 AVSegFormer; tolerances are those suggested in their README.
 """
 
+import pytest
+import torch
+from detectron2.layers import ShapeSpec
+from helpers import load_fixture
+from torch import nn
+from torch.testing import assert_close
+
 from avsegformer.checkpoint import convert_avsegformer_head
 from avsegformer.layers import MSDeformAttn
 from avsegformer.modeling.criterion import AVSegFormerCriterion
@@ -16,13 +23,6 @@ from avsegformer.modeling.transformer import (
     CrossModalMixer,
     PositionEmbeddingSine,
 )
-
-import pytest
-import torch
-from detectron2.layers import ShapeSpec
-from helpers import load_fixture
-from torch import nn
-from torch.testing import assert_close
 
 
 class _FeaturesBackbone(nn.Module):

@@ -9,6 +9,10 @@ import importlib
 import logging
 import sys
 
+import pytest
+import torch
+from helpers import load_fixture, load_tool
+
 from avsegformer.layers import (
     MSDeformAttn,
     MSDeformAttnFunction,
@@ -16,10 +20,6 @@ from avsegformer.layers import (
     ms_deform_attn,
     ms_deform_attn_core_pytorch,
 )
-
-import pytest
-import torch
-from helpers import load_fixture, load_tool
 
 # The backends' internals (extension cache, logged choices) live in the function module.
 msda = importlib.import_module("avsegformer.layers.ms_deform_attn_function")

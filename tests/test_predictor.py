@@ -1,18 +1,18 @@
 """The clip predictor on small generated clips: frame/audio alignment, what the model is fed,
 output shapes, labels and the class palette."""
 
-from avsegformer.data.audio import load_log_mel
-from avsegformer.data.dataset_mapper import AVSDatasetMapper
-from avsegformer.data.masks import avss_palette
-from avsegformer.data.media import MediaError
-from avsegformer.predictor import STEP_SECONDS, ClipPredictor, read_clip, write_predictions
-
 import numpy as np
 import pytest
 import soundfile
 import torch
 from helpers import temporary_dataset, tiny_avsegformer_cfg
 from PIL import Image
+
+from avsegformer.data.audio import load_log_mel
+from avsegformer.data.dataset_mapper import AVSDatasetMapper
+from avsegformer.data.masks import avss_palette
+from avsegformer.data.media import MediaError
+from avsegformer.predictor import STEP_SECONDS, ClipPredictor, read_clip, write_predictions
 
 cv2 = pytest.importorskip("cv2")
 

@@ -1,10 +1,10 @@
 """Optimizer groups, gradient clipping and learning-rate schedules from the config."""
 
-from avsegformer.solver import build_lr_scheduler, build_optimizer
-
 import pytest
 import torch
 from engine_toy import toy_cfg
+
+from avsegformer.solver import build_lr_scheduler, build_optimizer
 
 
 class _Net(torch.nn.Module):

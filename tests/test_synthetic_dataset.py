@@ -6,6 +6,12 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
+import pytest
+import soundfile
+import torch
+from PIL import Image
+
 from avsegformer.data.audio import load_pickled_tensor, waveform_to_examples
 from avsegformer.data.datasets import (
     load_avsbench_avss,
@@ -24,12 +30,6 @@ from avsegformer.data.synthetic import (
     render_frames,
 )
 from avsegformer.evaluation import metrics
-
-import numpy as np
-import pytest
-import soundfile
-import torch
-from PIL import Image
 
 SIZES = {"train": 3, "val": 1, "test": 3}
 

@@ -3,12 +3,12 @@
 import json
 from pathlib import Path
 
-from avsegformer.config import setup_cfg
-
 import pytest
 import torch
 from detectron2.modeling import build_model
 from helpers import load_tool
+
+from avsegformer.config import setup_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 benchmark = load_tool("benchmark")

@@ -10,9 +10,6 @@ import sys
 import uuid
 from pathlib import Path
 
-from avsegformer.data.datasets import register_avsbench
-from avsegformer.data.validation import validate_dataset
-
 import numpy as np
 import pytest
 import torch
@@ -27,6 +24,9 @@ from avsbench_tree import (
 )
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
+
+from avsegformer.data.datasets import register_avsbench
+from avsegformer.data.validation import validate_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 TOOL = REPO / "tools" / "validate_dataset.py"

@@ -30,12 +30,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+from detectron2.modeling import build_model
+
 from avsegformer.checkpoint import load_model_weights
 from avsegformer.config import setup_cfg
 from avsegformer.solver import build_optimizer
-
-import torch
-from detectron2.modeling import build_model
 
 logger = logging.getLogger("benchmark")
 

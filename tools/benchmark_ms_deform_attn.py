@@ -21,10 +21,9 @@ import argparse
 import math
 import time
 
-import avsegformer  # noqa: F401  (sets up the package before anything else)
-from avsegformer.layers import MSDeformAttn, compiled_op_available, ms_deform_attn
-
 import torch
+
+from avsegformer.layers import MSDeformAttn, compiled_op_available, ms_deform_attn
 
 HEADS, POINTS, CHANNELS, STRIDES = 8, 4, 32, (8, 16, 32)
 

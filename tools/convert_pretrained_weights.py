@@ -18,6 +18,8 @@ import argparse
 import logging
 from pathlib import Path
 
+import torch
+
 from avsegformer.checkpoint import (
     convert_pvt_v2,
     convert_torchvision_resnet,
@@ -25,8 +27,6 @@ from avsegformer.checkpoint import (
     load_weights_file,
     unwrap_state_dict,
 )
-
-import torch
 
 logger = logging.getLogger("convert_pretrained_weights")
 

@@ -96,9 +96,9 @@ def ensure_dataset(root: str, quick: bool) -> str:
 
 def register_synthetic(folder: str) -> None:
     """Point ``synthetic_s4_{train,val,test}`` at ``folder`` (replacing earlier registrations)."""
-    from avsegformer.data.datasets.avsbench import register_avsbench
-
     from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from avsegformer.data.datasets.avsbench import register_avsbench
 
     for split in SPLITS:
         name = f"synthetic_s4_{split}"
@@ -148,12 +148,12 @@ def make_audio_front_end(cfg, dataset: str, path: str, max_clips: int = 64) -> s
     ``dataset``'s audio, scales the embeddings to unit RMS, the range the audio projection
     expects. The network stays frozen, as in the original; nothing else is fitted.
     """
-    from avsegformer.data.audio import load_log_mel
-    from avsegformer.modeling import build_audio_backbone
-
     import torch
     from detectron2.data import DatasetCatalog
     from torch import nn
+
+    from avsegformer.data.audio import load_log_mel
+    from avsegformer.modeling import build_audio_backbone
 
     if os.path.isfile(path):
         return path
@@ -203,10 +203,10 @@ def best_weights(output_dir: str) -> str:
 def evaluate(cfg, weights: str, dataset: str, *, save_predictions: bool, precision: str) -> dict:
     import contextlib
 
-    from avsegformer.engine import Trainer
-
     import torch
     from detectron2.checkpoint import DetectionCheckpointer
+
+    from avsegformer.engine import Trainer
 
     cfg = cfg.clone()
     cfg.defrost()

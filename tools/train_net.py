@@ -17,14 +17,14 @@ import json
 import logging
 import os
 
-from avsegformer.checkpoint import load_model_weights
-from avsegformer.config import setup_cfg
-from avsegformer.engine import Trainer, launch
-
 from detectron2.engine import default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
+
+from avsegformer.checkpoint import load_model_weights
+from avsegformer.config import setup_cfg
+from avsegformer.engine import Trainer, launch
 
 logger = logging.getLogger("avsegformer")
 

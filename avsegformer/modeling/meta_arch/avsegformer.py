@@ -3,13 +3,13 @@
 import logging
 from typing import Dict, List
 
-from avsegformer.layers import MSDeformAttn
-
 import torch
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from torch import nn
+
+from avsegformer.layers import MSDeformAttn
 
 from ..audio_backbone import build_audio_backbone
 from ..clip_io import (

@@ -10,14 +10,14 @@ keys under ``MODEL.SEM_SEG_HEAD``); the defaults are AVSegFormer's.
 import logging
 from typing import Dict, List, Tuple
 
-from avsegformer.layers import MSDeformAttn
-
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, get_norm
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import nn
+
+from avsegformer.layers import MSDeformAttn
 
 from ..transformer.activation import activation_fn
 from ..transformer.position_encoding import PositionEmbeddingSine
