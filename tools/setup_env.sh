@@ -3,8 +3,8 @@
 #
 #   1. .venv with Python 3.11 (override with PYTHON=/path/to/python3.x);
 #   2. torch 2.14.1 + torchvision 0.29.1;
-#   3. Detectron2: kept if one already imports, else built without its C++ extension from the
-#      pb1-detectron2==0.6 sdist (tools/build_detectron2.py);
+#   3. Detectron2: a compiled or foreign one is kept, else the project's patched pure-Python
+#      build of the pb1-detectron2==0.6 sdist is installed or updated (tools/build_detectron2.py);
 #   4. this package, editable, with its test extras;
 #   5. the deformable-attention extension's CPU build from ops/ (CUDA too with FORCE_CUDA=1).
 # Every install honours constraints.txt, so two set-ups give the same environment. When none of
