@@ -8,20 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import load_tool
 from packaging.version import Version
 from PIL import Image
 
 SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "build_detectron2.py"
 
-
-def _load_build_script():
-    spec = importlib.util.spec_from_file_location("avs_tool_build_detectron2", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-build = _load_build_script()
+build = load_tool("build_detectron2")
 
 # Excerpts of the pb1-detectron2==0.6 sources, as they are there (enough to patch and to run).
 FAKE_SDIST = {
