@@ -186,6 +186,11 @@ def _add_input_config(cfg):
     # How a clip with fewer log-mel examples than frames is completed: "repeat" the last example
     # (AVSBench S4/MS3 preprocessing) or "zero" (AVSS, AVSegFormer).
     i.AUDIO_PAD = "repeat"
+    # Maskiges (COMBO's Siam-Encoder input): "" = none are read and clips have no "maskiges";
+    # else the maskige folder of each AVSBench subset ("pre_SAM_mask" = the released ones, see
+    # avsegformer.data.datasets.layout; an absolute path = that subset's maskige folder itself).
+    # Records that carry their own maskige_file_names use those.
+    i.MASKIGE_FOLDER = ""
 
 
 # ---------------------------------------------------------------------------------------------

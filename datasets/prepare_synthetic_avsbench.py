@@ -28,6 +28,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num-classes", type=int, default=8, help=f"K, 2..{MAX_CLASSES}")
     parser.add_argument("--size", type=int, default=224, help="frame side in pixels")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--no-maskiges", action="store_true", help="write no maskiges (COMBO's second input)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -43,6 +46,7 @@ def main(argv=None) -> int:
         num_classes=args.num_classes,
         seed=args.seed,
         size=args.size,
+        maskiges=not args.no_maskiges,
         progress=not args.no_progress,
     )
     for subset, folder in folders.items():

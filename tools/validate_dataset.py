@@ -4,6 +4,7 @@
 Usage::
 
     python tools/validate_dataset.py avsbench_s4_train avsbench_s4_val ...
+    python tools/validate_dataset.py --maskiges pre_SAM_mask avsbench_ms3_train  # + maskiges
     DETECTRON2_DATASETS=/data python tools/validate_dataset.py avsbench_avss_test
 
 Prints one line per problem (``<dataset>: <file>: <problem>``, see
@@ -25,10 +26,18 @@ def main(argv=None) -> int:
         action="store_true",
         help="also check audio_wav_file_name where it differs from the audio the loader uses",
     )
+    parser.add_argument(
+        "--maskiges",
+        default="",
+        metavar="FOLDER",
+        help="also check the maskiges in this folder (as INPUT.MASKIGE_FOLDER, e.g. pre_SAM_mask)",
+    )
     args = parser.parse_args(argv)
     total = 0
     for name in args.names:
-        problems, clips = validate_dataset(name, check_wav=args.check_wav)
+        problems, clips = validate_dataset(
+            name, check_wav=args.check_wav, maskige_folder=args.maskiges
+        )
         for line in problems:
             print(line)
         print(f"{name}: {clips} clips checked, {len(problems)} problems", file=sys.stderr)

@@ -13,6 +13,7 @@ from PIL import Image
 
 from .audio import fit_examples, load_log_mel
 from .errors import AVSDataError
+from .maskiges import clip_maskige_files, read_maskige
 from .masks import IGNORE_LABEL, avss_palette, read_avs_mask
 
 __all__ = ["AVSDatasetMapper", "frames_to_tensor", "resize_frame", "resize_geometry"]
@@ -103,6 +104,13 @@ class AVSDatasetMapper:
     * ``frames``: uint8 ``[T, 3, H, W]`` in ``image_format`` order; padded frames are zeros.
     * ``log_mel``: float32 ``[T, 96, 64]``, padded/truncated to T per ``audio_pad``.
     * ``frame_valid``: bool ``[T]``.
+    * ``maskiges`` (only with a ``maskige_folder``): uint8 ``[T, 3, H, W]`` in the channel
+      order of ``frames`` (RGB in COMBO), zeros for padded frames; ``maskige_file_names`` lists
+      the files read. A maskige goes through its frame's geometry: the resize (bilinear, as
+      frames), then the clip's augmentations applied as to a frame (``apply_image``), so flips
+      and crops move frame and maskige identically, while a transform that draws its values
+      on every call (``ColorAugSSDTransform``) jitters each frame and maskige on its own, as
+      COMBO trains.
     * ``height``, ``width``: the evaluation size (``eval_size``, or the stored frame size
       when it is (0, 0)).
     * ``sem_seg`` (training only): int64 ``[T, H, W]`` class ids aligned with ``frames``, 255
@@ -126,6 +134,7 @@ class AVSDatasetMapper:
         audio_pad: str = "repeat",
         eval_size: tuple[int, int] = (0, 0),
         augmentations: Sequence[T.Augmentation] = (),
+        maskige_folder: str = "",
     ):
         """
         Args:
@@ -142,6 +151,8 @@ class AVSDatasetMapper:
             eval_size: ``(height, width)`` reported for evaluation; (0, 0) = stored size.
             augmentations: Detectron2 augmentations applied identically to a clip's frames
                 (training only).
+            maskige_folder: read the clip's maskiges from this folder of the AVSBench layout
+                (see :func:`avsegformer.data.maskiges.clip_maskige_files`); "" = none.
         """
         if resize_mode not in _RESIZE_MODES:
             raise ValueError(f"resize_mode must be one of {_RESIZE_MODES}, got {resize_mode!r}")
@@ -159,16 +170,19 @@ class AVSDatasetMapper:
         self.audio_pad = audio_pad
         self.eval_size = (int(eval_size[0]), int(eval_size[1]))
         self.augmentations = T.AugmentationList(list(augmentations)) if augmentations else None
+        self.maskige_folder = maskige_folder
         self._palettes = {}
         mode = "train" if is_train else "eval"
         logger.info(
-            "AVSDatasetMapper (%s): frames -> %s by %s, audio %s (pad %s), augmentations %s",
+            "AVSDatasetMapper (%s): frames -> %s by %s, audio %s (pad %s), augmentations %s, "
+            "maskiges %s",
             mode,
             self.frame_size,
             resize_mode,
             audio_source,
             audio_pad,
             list(augmentations),
+            maskige_folder or "off",
         )
 
     @classmethod
@@ -182,6 +196,7 @@ class AVSDatasetMapper:
             "audio_source": cfg.INPUT.AUDIO_SOURCE,
             "audio_pad": cfg.INPUT.AUDIO_PAD,
             "eval_size": tuple(cfg.TEST.AVS.EVAL_SIZE),
+            "maskige_folder": cfg.INPUT.MASKIGE_FOLDER,
         }
 
     # -----------------------------------------------------------------------------------------
@@ -224,15 +239,21 @@ class AVSDatasetMapper:
             )
         frames, stored_size = self._read_frames(record)
         height, width = self.eval_size if all(self.eval_size) else stored_size
+        maskiges = None
+        if self.maskige_folder:
+            record["maskige_file_names"] = clip_maskige_files(record, self.maskige_folder)
+            maskiges = self._read_maskiges(record["maskige_file_names"])
 
         if self.is_train:
             masks = [self._read_labels(path, record) if path else None for path in mask_paths]
             labels = [self._train_labels(mask) for mask in masks]
             if self.augmentations is not None:
-                frames, labels = self._augment(frames, labels, valid)
+                frames, labels, maskiges = self._augment(frames, labels, valid, maskiges)
             record["sem_seg"] = torch.as_tensor(np.stack(labels).astype(np.int64))
 
         record["frames"] = frames_to_tensor(frames, self.image_format)
+        if maskiges is not None:
+            record["maskiges"] = frames_to_tensor(maskiges, self.image_format)
         audio_path = self._audio_path(record)
         record["log_mel"] = fit_examples(
             load_log_mel(audio_path), num_frames, self.audio_pad, source=audio_path
@@ -264,16 +285,27 @@ class AVSDatasetMapper:
             raise AVSDataError(f"clip {record.get('video_id')}: no frame file")
         return frames, stored_size
 
+    def _read_maskiges(self, paths: Sequence[str | None]) -> list[np.ndarray]:
+        """Maskiges as uint8 ``[H, W, 3]`` at ``frame_size`` like frames (zeros where None)."""
+        return [
+            resize_frame(read_maskige(path), self.frame_size, self._active_resize_mode)
+            if path is not None
+            else np.zeros((*self.frame_size, 3), np.uint8)
+            for path in paths
+        ]
+
     def _train_labels(self, mask: Image.Image | None) -> np.ndarray:
         if mask is None:
             return np.full(self.frame_size, IGNORE_LABEL, np.uint8)
         geometry = self._geometry((mask.height, mask.width))
         return np.asarray(_apply_geometry(mask, geometry, Image.NEAREST))
 
-    def _augment(self, frames: list, labels: list, valid: list):
+    def _augment(self, frames: list, labels: list, valid: list, maskiges: list | None):
         first = next(i for i, ok in enumerate(valid) if ok) if any(valid) else 0
         aug_input = T.AugInput(frames[first], sem_seg=labels[first])
         transforms = self.augmentations(aug_input)
         frames = [transforms.apply_image(f) for f in frames]
         labels = [transforms.apply_segmentation(label) for label in labels]
-        return frames, labels
+        if maskiges is not None:
+            maskiges = [transforms.apply_image(m) for m in maskiges]
+        return frames, labels, maskiges

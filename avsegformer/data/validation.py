@@ -3,8 +3,10 @@
 For each clip: the frames (present, decodable, one size per clip, as many in the clip folder as
 the clip expects), the masks (present, decodable, frame-sized, values in the expected set: 0/255
 for binary masks, palette colours for AVSS, class ids for index masks), the audio (present,
-loadable without unpickling arbitrary objects, at least one log-mel example per real frame), and
-that every metadata row points at an existing clip folder. Each problem is one line
+loadable without unpickling arbitrary objects, at least one log-mel example per real frame), the
+maskiges when a maskige folder is given (one per real frame, present, decodable, the size of their
+frame; the released AVSS maskiges may also be 224x224), and that every metadata row points at an
+existing clip folder. Each problem is one line
 ``<dataset>: <file>: <problem>``. Datasets registered with your own loader (not
 ``register_avsbench``/``register_avs_dataset``) are checked too, from the records they return.
 ``tools/validate_dataset.py`` is the command line.
@@ -17,9 +19,10 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
 from .audio import load_log_mel
-from .datasets.layout import AVSBENCH_SUBSETS
+from .datasets.layout import AVSBENCH_SUBSETS, AVSS_MASKIGE_SIZE
 from .datasets.registration import ClipLoader
 from .errors import AVSDataError
+from .maskiges import clip_maskige_files
 from .masks import avss_palette, invalid_mask_pixels, mask_pixels
 
 __all__ = ["DatasetValidator", "validate_dataset"]
@@ -44,9 +47,10 @@ def _records(name: str) -> list[dict]:
 class DatasetValidator:
     """Collects the problems of one registered dataset."""
 
-    def __init__(self, name: str, check_wav: bool = False):
+    def __init__(self, name: str, check_wav: bool = False, maskige_folder: str = ""):
         self.name = name
         self.check_wav = check_wav
+        self.maskige_folder = maskige_folder
         self.metadata = MetadataCatalog.get(name)
         self.problems: list[str] = []
         self.palette = self.metadata.get("stuff_colors") or avss_palette()
@@ -104,13 +108,14 @@ class DatasetValidator:
         if self.metadata.get("subset") in AVSBENCH_SUBSETS:
             self.check_extra_frames(folder, video, real)
 
-        clip_size = None
+        clip_size, frame_sizes = None, []
         for frame, mask in zip(frames, masks):
+            frame_sizes.append(None)
             if frame is None:
                 if mask is not None:
                     self.report(mask, "mask given for a padded (missing) frame")
                 continue
-            size = self.check_frame(frame)
+            size = frame_sizes[-1] = self.check_frame(frame)
             if size is not None:
                 if clip_size is None:
                     clip_size = size
@@ -120,6 +125,8 @@ class DatasetValidator:
                     )
             if mask is not None:
                 self.check_mask(mask, size, record.get("mask_format", "binary"))
+        if self.maskige_folder:
+            self.check_maskiges(record, frame_sizes)
         self.check_audio(record.get("audio_file_name"), video, sum(valid))
         wav = record.get("audio_wav_file_name")
         if self.check_wav and wav and wav != record.get("audio_file_name"):
@@ -170,6 +177,27 @@ class DatasetValidator:
         if problem:
             self.report(path, problem)
 
+    def check_maskiges(self, record: dict, frame_sizes: list) -> None:
+        try:
+            paths = clip_maskige_files(record, self.maskige_folder)
+        except AVSDataError as err:
+            self.report(str(record.get("video_id", "?")), str(err))
+            return
+        allowed_extra = AVSS_MASKIGE_SIZE if self.metadata.get("subset") == "avss" else None
+        for path, frame_size in zip(paths, frame_sizes):
+            if path is None:
+                continue
+            if not os.path.isfile(path):
+                self.report(path, "missing maskige")
+                continue
+            try:
+                size = _frame_size(path)
+            except (OSError, SyntaxError, ValueError) as err:
+                self.report(path, f"unreadable maskige ({err})")
+                continue
+            if frame_size is not None and size not in (frame_size, allowed_extra):
+                self.report(path, f"maskige size {size} differs from its frame {frame_size}")
+
     def check_audio(self, path, video: str, real_frames: int) -> None:
         if not path:
             self.report(video, "no audio file in the record")
@@ -190,10 +218,13 @@ class DatasetValidator:
             )
 
 
-def validate_dataset(name: str, check_wav: bool = False) -> tuple[list[str], int]:
-    """Problems of one registered dataset (one line each) and the number of clips checked."""
+def validate_dataset(
+    name: str, check_wav: bool = False, maskige_folder: str = ""
+) -> tuple[list[str], int]:
+    """Problems of one registered dataset (one line each) and the number of clips checked;
+    with ``maskige_folder`` (as ``INPUT.MASKIGE_FOLDER``) its maskiges are checked too."""
     if name not in DatasetCatalog.list():
         return [f"{name}: not a registered dataset"], 0
-    validator = DatasetValidator(name, check_wav=check_wav)
+    validator = DatasetValidator(name, check_wav=check_wav, maskige_folder=maskige_folder)
     count = validator.run()
     return validator.problems, count

@@ -15,6 +15,17 @@ Under the AVSBench root, one folder per subset:
   ``labels_rgb/<i>.png`` (palette colours), ``labels_semantic/<i>.png`` (class ids) and
   ``audio.wav``. ``label`` is the part: ``v1s``/``v1m`` clips have 5 frames, ``v2`` clips 10;
   ``v1s`` train clips are annotated on frame 0 only.
+
+Maskiges (COMBO's second visual input, one RGB image per frame painting a class-agnostic
+segmentation) sit in a folder of their own, ``pre_SAM_mask`` for the released ones
+(:data:`MASKIGE_FOLDER`), one file ``<frame stem>_mask_color.png`` per frame:
+
+* S4: ``s4_data/<folder>/<split>/<category>/<name>/<name>_<k>_mask_color.png``;
+* MS3: ``ms3_data/<folder>/<name>/<name>.mp4_<k>_mask_color.png`` (no split folder);
+* AVSS: ``<folder>/AVSBench_semantic/<label>/<uid>/processed_frames/<i>_mask_color.png`` under
+  the ``AVSS`` folder (the released ones are 224x224, pre-processed like the original's frames).
+
+An absolute ``folder`` stands for that subset's maskige folder itself, wherever it is.
 """
 
 import os
@@ -24,11 +35,15 @@ __all__ = [
     "AVSBENCH_SUBSETS",
     "AVSS_CLASS_FILE",
     "AVSS_LABELS",
+    "AVSS_MASKIGE_SIZE",
+    "MASKIGE_FOLDER",
+    "MASKIGE_SUFFIX",
     "METADATA_COLUMNS",
     "S4_CATEGORIES",
     "SPLITS",
     "ClipFiles",
     "annotated",
+    "maskige_name",
     "avss_clip_files",
     "ms3_clip_files",
     "s4_clip_files",
@@ -67,6 +82,15 @@ AVSS_LABELS = {"v1s": 5, "v1m": 5, "v2": 10}
 #: The AVSS class table (name -> index) beside ``metadata.csv``.
 AVSS_CLASS_FILE = "label2idx.json"
 
+#: The folder of the released maskiges in each subset, and the suffix replacing a frame's
+#: extension in a maskige's file name.
+MASKIGE_FOLDER = "pre_SAM_mask"
+MASKIGE_SUFFIX = "_mask_color.png"
+
+#: (H, W) of the released AVSS maskiges: made on frames pre-processed to 224x224 (train: short
+#: side resize + centre crop, val/test: resize), whatever the size of AVSS's own frames.
+AVSS_MASKIGE_SIZE = (224, 224)
+
 
 class ClipFiles(NamedTuple):
     """Where one clip's files are.
@@ -78,6 +102,7 @@ class ClipFiles(NamedTuple):
         audio_log_mel: the precomputed log-mel ``.pkl`` (S4/MS3), None for AVSS.
         semantic_masks: AVSS only, T class-id PNG paths beside the palette masks (None where
             not annotated); None for S4/MS3.
+        maskiges: T maskige paths when a maskige folder was asked for, else None.
     """
 
     frames: list[str]
@@ -85,6 +110,7 @@ class ClipFiles(NamedTuple):
     audio_wav: str
     audio_log_mel: str | None = None
     semantic_masks: list[str | None] | None = None
+    maskiges: list[str] | None = None
 
 
 def annotated(subset: str, split: str, count: int, avss_label: str | None = None) -> list[bool]:
@@ -98,49 +124,80 @@ def _keep(paths: list[str], flags: list[bool]) -> list[str | None]:
     return [path if flag else None for path, flag in zip(paths, flags)]
 
 
-def s4_clip_files(root: str, split: str, category: str, name: str) -> ClipFiles:
-    """Files of S4 clip ``name`` under the ``Single-source`` folder ``root``."""
+def maskige_name(frame: str) -> str:
+    """The maskige file name of a frame path: its stem + :data:`MASKIGE_SUFFIX`."""
+    return os.path.splitext(os.path.basename(frame))[0] + MASKIGE_SUFFIX
+
+
+def _maskiges(folder: str | None, frames: list[str]) -> list[str] | None:
+    if not folder:
+        return None
+    return [os.path.join(folder, maskige_name(frame)) for frame in frames]
+
+
+def s4_clip_files(
+    root: str, split: str, category: str, name: str, maskige_folder: str | None = None
+) -> ClipFiles:
+    """Files of S4 clip ``name`` under the ``Single-source`` folder ``root``; with
+    ``maskige_folder`` (e.g. :data:`MASKIGE_FOLDER`) its maskiges too."""
     data = os.path.join(root, "s4_data")
     count = AVSBENCH_SUBSETS["s4"]["num_frames"]
     frame_dir = os.path.join(data, "visual_frames", split, category, name)
     mask_dir = os.path.join(data, "gt_masks", split, category, name)
     masks = [os.path.join(mask_dir, f"{name}_{k}.png") for k in range(1, count + 1)]
+    frames = [os.path.join(frame_dir, f"{name}_{k}.png") for k in range(1, count + 1)]
+    maskige_dir = maskige_folder and os.path.join(data, maskige_folder, split, category, name)
     return ClipFiles(
-        frames=[os.path.join(frame_dir, f"{name}_{k}.png") for k in range(1, count + 1)],
+        frames=frames,
         masks=_keep(masks, annotated("s4", split, count)),
         audio_wav=os.path.join(data, "audio_wav", split, category, f"{name}.wav"),
         audio_log_mel=os.path.join(data, "audio_log_mel", split, category, f"{name}.pkl"),
+        maskiges=_maskiges(maskige_dir, frames),
     )
 
 
-def ms3_clip_files(root: str, split: str, name: str) -> ClipFiles:
-    """Files of MS3 clip ``name`` under the ``Multi-sources`` folder ``root``."""
+def ms3_clip_files(
+    root: str, split: str, name: str, maskige_folder: str | None = None
+) -> ClipFiles:
+    """Files of MS3 clip ``name`` under the ``Multi-sources`` folder ``root``; with
+    ``maskige_folder`` its maskiges too."""
     data = os.path.join(root, "ms3_data")
     count = AVSBENCH_SUBSETS["ms3"]["num_frames"]
     frame_dir = os.path.join(data, "visual_frames", name)
     mask_dir = os.path.join(data, "gt_masks", split, name)
+    frames = [os.path.join(frame_dir, f"{name}.mp4_{k}.png") for k in range(1, count + 1)]
+    maskige_dir = maskige_folder and os.path.join(data, maskige_folder, name)
     return ClipFiles(
-        frames=[os.path.join(frame_dir, f"{name}.mp4_{k}.png") for k in range(1, count + 1)],
+        frames=frames,
         masks=[os.path.join(mask_dir, f"{name}_{k}.png") for k in range(1, count + 1)],
         audio_wav=os.path.join(data, "audio_wav", split, f"{name}.wav"),
         audio_log_mel=os.path.join(data, "audio_log_mel", split, f"{name}.pkl"),
+        maskiges=_maskiges(maskige_dir, frames),
     )
 
 
-def avss_clip_files(root: str, split: str, label: str, uid: str) -> ClipFiles:
+def avss_clip_files(
+    root: str, split: str, label: str, uid: str, maskige_folder: str | None = None
+) -> ClipFiles:
     """Files of AVSS clip ``uid`` of part ``label`` (``v1s``/``v1m``/``v2``) under the ``AVSS``
-    folder ``root``; its real frames only (no padding)."""
+    folder ``root``; its real frames only (no padding); with ``maskige_folder`` their
+    maskiges too."""
     if label not in AVSS_LABELS:
         raise ValueError(f"AVSS label must be one of {sorted(AVSS_LABELS)}, got {label!r}")
     count = AVSS_LABELS[label]
     clip_dir = os.path.join(root, label, uid)
     flags = annotated("avss", split, count, label)
     indices = range(count)
+    frames = [os.path.join(clip_dir, "frames", f"{i}.jpg") for i in indices]
+    maskige_dir = maskige_folder and os.path.join(
+        root, maskige_folder, "AVSBench_semantic", label, uid, "processed_frames"
+    )
     return ClipFiles(
-        frames=[os.path.join(clip_dir, "frames", f"{i}.jpg") for i in indices],
+        frames=frames,
         masks=_keep([os.path.join(clip_dir, "labels_rgb", f"{i}.png") for i in indices], flags),
         audio_wav=os.path.join(clip_dir, "audio.wav"),
         semantic_masks=_keep(
             [os.path.join(clip_dir, "labels_semantic", f"{i}.png") for i in indices], flags
         ),
+        maskiges=_maskiges(maskige_dir, frames),
     )

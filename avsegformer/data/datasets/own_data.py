@@ -55,6 +55,11 @@ def _normalize_clip(
     valid = list(clip.get("frame_valid") or [True] * count)
     if len(valid) != count:
         raise AVSDataError(f"{where}: {len(valid)} frame_valid entries for {count} frames")
+    maskiges = clip.get("maskige_file_names")
+    if maskiges is not None:
+        if len(maskiges) != count:
+            raise AVSDataError(f"{where}: {len(maskiges)} maskige_file_names for {count} frames")
+        maskiges = [None if m is None else os.fspath(m) for m in maskiges]
     if num_frames is not None:
         if count > num_frames:
             raise AVSDataError(f"{where}: {count} frames, more than num_frames={num_frames}")
@@ -64,7 +69,10 @@ def _normalize_clip(
             masks + [None] * padding,
             valid + [False] * padding,
         )
+        maskiges = maskiges and maskiges + [None] * padding
     record = dict(clip)
+    if maskiges is not None:
+        record["maskige_file_names"] = maskiges
     record.update(
         video_id=str(clip.get("video_id", f"{position:06d}")),
         file_names=frames,
@@ -102,7 +110,8 @@ def register_avs_dataset(
       ``file_names`` (frame paths, in order), ``audio_file_name`` (a ``.pkl``/``.npy``
       log-mel ``[N, (1,) 96, 64]`` or any audio file soundfile reads) and optionally
       ``sem_seg_file_names`` (None for unannotated frames), ``video_id``, ``frame_valid``,
-      ``height``/``width``, ``mask_format``.
+      ``height``/``width``, ``mask_format``, ``maskige_file_names`` (one maskige per frame,
+      read when ``INPUT.MASKIGE_FOLDER`` is set; see :mod:`avsegformer.data.maskiges`).
 
     Args:
         name: dataset name for ``DATASETS.TRAIN``/``TEST``.

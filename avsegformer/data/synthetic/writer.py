@@ -2,7 +2,9 @@
 
 Audio is written as 16 kHz 16-bit wav and, for S4/MS3, as AVSBench's pickled float32 log-mel
 tensor ``[T, 1, 96, 64]`` computed from the written samples by
-:func:`avsegformer.data.audio.waveform_to_examples`.
+:func:`avsegformer.data.audio.waveform_to_examples`. Maskiges (COMBO's second input) go to the
+released maskiges' folder: every object, sounding or not, is one region of a class-agnostic
+segmentation painted by :func:`avsegformer.data.maskiges.save_maskige`, the background another.
 """
 
 import csv
@@ -20,12 +22,14 @@ from ..audio import SAMPLE_RATE, waveform_to_examples
 from ..datasets.layout import (
     AVSBENCH_SUBSETS,
     AVSS_CLASS_FILE,
+    MASKIGE_FOLDER,
     METADATA_COLUMNS,
     SPLITS,
     avss_clip_files,
     ms3_clip_files,
     s4_clip_files,
 )
+from ..maskiges import save_maskige
 from ..masks import AVSS_NUM_CLASSES, avss_palette
 from .clips import SUBSETS, SyntheticClip, avss_part, dataset_clip
 from .scene import CLASS_LOOKS, MAX_CLASSES
@@ -73,36 +77,54 @@ def _binary_png(mask: np.ndarray) -> np.ndarray:
     return np.where(mask, 255, 0).astype(np.uint8)
 
 
+def _write_maskiges(files, clip: SyntheticClip) -> None:
+    for t, path in enumerate(files.maskiges or ()):
+        save_maskige(clip.object_masks[t], path)
+
+
 def _write_binary_clip(files, clip: SyntheticClip) -> None:
-    """Frames, the masks the layout annotates, wav and log-mel of an S4/MS3 clip."""
+    """Frames, the masks the layout annotates, wav, log-mel and maskiges of an S4/MS3 clip."""
     gt = clip.sounding_mask
     for t, (frame, mask) in enumerate(zip(files.frames, files.masks)):
         _save_png(clip.frames[t], frame, "RGB")
         if mask is not None:
             _save_png(_binary_png(gt[t]), mask, "L")
+    _write_maskiges(files, clip)
     _save_wav(clip.waveform, files.audio_wav)
     _save_log_mel(clip.waveform, files.audio_log_mel, len(clip.frames))
 
 
-def write_s4_clip(root: str, split: str, name: str, clip: SyntheticClip) -> str:
-    """Write one S4 clip under the ``Single-source`` folder ``root``; returns its category
-    (the sounding class)."""
+def write_s4_clip(
+    root: str, split: str, name: str, clip: SyntheticClip, maskige_folder: str | None = None
+) -> str:
+    """Write one S4 clip under the ``Single-source`` folder ``root`` (its maskiges too with a
+    ``maskige_folder``); returns its category (the sounding class)."""
     category = CLASS_LOOKS[clip.sounding_classes[0]].name
-    _write_binary_clip(s4_clip_files(root, split, category, name), clip)
+    _write_binary_clip(s4_clip_files(root, split, category, name, maskige_folder), clip)
     return category
 
 
-def write_ms3_clip(root: str, split: str, name: str, clip: SyntheticClip) -> None:
-    """Write one MS3 clip under the ``Multi-sources`` folder ``root``."""
-    _write_binary_clip(ms3_clip_files(root, split, name), clip)
+def write_ms3_clip(
+    root: str, split: str, name: str, clip: SyntheticClip, maskige_folder: str | None = None
+) -> None:
+    """Write one MS3 clip under the ``Multi-sources`` folder ``root`` (its maskiges too with a
+    ``maskige_folder``)."""
+    _write_binary_clip(ms3_clip_files(root, split, name, maskige_folder), clip)
 
 
 def write_avss_clip(
-    root: str, split: str, part: str, uid: str, clip: SyntheticClip, palette: np.ndarray
+    root: str,
+    split: str,
+    part: str,
+    uid: str,
+    clip: SyntheticClip,
+    palette: np.ndarray,
+    maskige_folder: str | None = None,
 ) -> None:
     """Write one AVSS clip of ``part`` (v1s/v1m/v2) under the ``AVSS`` folder ``root``:
-    JPEG frames, palette and class-id masks where the layout annotates, and the wav."""
-    files = avss_clip_files(root, split, part, uid)
+    JPEG frames, palette and class-id masks where the layout annotates, the wav, and with a
+    ``maskige_folder`` the maskiges."""
+    files = avss_clip_files(root, split, part, uid, maskige_folder)
     labels = clip.semantic_labels
     for i, frame in enumerate(files.frames):
         _save_jpg(clip.frames[i], frame)
@@ -110,6 +132,7 @@ def write_avss_clip(
             _save_png(palette[labels[i]], files.masks[i], "RGB")
             _save_png(labels[i], files.semantic_masks[i], "L")
     _save_wav(clip.waveform, files.audio_wav)
+    _write_maskiges(files, clip)
 
 
 def _write_csv(path: str, header: Sequence[str], rows: Sequence[Sequence]) -> None:
@@ -126,19 +149,19 @@ def avss_class_names(num_classes: int) -> List[str]:
     return names + [f"unused_{i}" for i in range(len(names), AVSS_NUM_CLASSES)]
 
 
-def _write_clip(root, subset, split, index, clip, palette) -> tuple:
+def _write_clip(root, subset, split, index, clip, palette, maskige_folder) -> tuple:
     """Write clip ``index`` of ``split``; returns its row of the subset's metadata table."""
     if subset == "s4":
         name = f"syn_s4_{split}_{index:05d}"
-        return (name, 0, write_s4_clip(root, split, name, clip), split)
+        return (name, 0, write_s4_clip(root, split, name, clip, maskige_folder), split)
     if subset == "ms3":
         name = f"syn_ms3_{split}_{index:05d}"
-        write_ms3_clip(root, split, name, clip)
+        write_ms3_clip(root, split, name, clip, maskige_folder)
         return (name, split)
     part = avss_part(index)
     vid = f"syn{SPLITS.index(split)}{index:07d}"
     uid = f"{vid}_0_{len(clip.frames) * 1000}"
-    write_avss_clip(root, split, part, uid, clip, palette)
+    write_avss_clip(root, split, part, uid, clip, palette, maskige_folder)
     audible = ",".join(CLASS_LOOKS[c].name for c in clip.sounding_classes)
     return (vid, uid, 0, 0, audible, split, part)
 
@@ -151,6 +174,7 @@ def generate(
     num_classes: int = 8,
     seed: int = 0,
     size: int = 224,
+    maskiges: bool = True,
     progress: bool = True,
 ) -> Dict[str, str]:
     """Write the synthetic dataset.
@@ -162,6 +186,7 @@ def generate(
         num_classes: K synthetic classes (2..10).
         seed: the random seed; the output is a function of it (and of the other arguments).
         size: frame side in pixels (AVSBench: 224).
+        maskiges: also write every frame's maskige under the layout's ``pre_SAM_mask``.
         progress: show a tqdm progress bar.
 
     Returns:
@@ -177,6 +202,7 @@ def generate(
     total = sum(split_sizes.get(s, 0) for s in SPLITS) * len(subsets)
     bar = tqdm(total=total, desc="synthetic AVSBench", unit="clip", disable=not progress)
     folders = {}
+    maskige_folder = MASKIGE_FOLDER if maskiges else None
     for subset in subsets:
         layout = AVSBENCH_SUBSETS[subset]
         root = os.path.join(output, layout["folder"])
@@ -186,7 +212,7 @@ def generate(
         for split in SPLITS:
             for index in range(split_sizes.get(split, 0)):
                 clip = dataset_clip(seed, subset, split, index, num_classes=num_classes, size=size)
-                rows.append(_write_clip(root, subset, split, index, clip, palette))
+                rows.append(_write_clip(root, subset, split, index, clip, palette, maskige_folder))
                 bar.update(1)
         _write_csv(os.path.join(root, layout["metadata_file"]), METADATA_COLUMNS[subset], rows)
         if subset == "avss":
