@@ -33,7 +33,7 @@ from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.data import transforms as T
 from detectron2.projects.point_rend.color_augmentation import ColorAugSSDTransform
-from helpers import forget_dataset, unique_dataset_name
+from helpers import forget_dataset, load_tool, unique_dataset_name
 from PIL import Image
 
 
@@ -242,3 +242,6 @@ def test_validator_checks_maskiges_when_asked(tmp_path, register):
     assert len(problems) == 1 and problems[0].startswith(f"{avss}: {avss_paths[1]}: unreadable")
     # Not asked for: maskiges are not looked at.
     assert validate_dataset(s4) == ([], len(_records(s4)))
+    tool = load_tool("validate_dataset")
+    assert tool.main([s4]) == 0
+    assert tool.main(["--maskiges", MASKIGE_FOLDER, s4]) == 1
