@@ -5,6 +5,17 @@ import os
 import shutil
 import uuid
 
+import numpy as np
+import pytest
+import torch
+from avsbench_tree import make_avss_tree, make_s4_tree, write_frame, write_log_mel_pkl
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog
+from detectron2.data import transforms as T
+from detectron2.projects.point_rend.color_augmentation import ColorAugSSDTransform
+from helpers import forget_dataset, load_tool, unique_dataset_name
+from PIL import Image
+
 import avsegformer  # noqa: F401  (Detectron2 compatibility for point_rend's colour augmentation)
 from avsegformer import add_avsegformer_config
 from avsegformer.data import AVSDatasetMapper
@@ -24,17 +35,6 @@ from avsegformer.data.maskiges import (
 )
 from avsegformer.data.synthetic import dataset_clip, generate
 from avsegformer.data.validation import validate_dataset
-
-import numpy as np
-import pytest
-import torch
-from avsbench_tree import make_avss_tree, make_s4_tree, write_frame, write_log_mel_pkl
-from detectron2.config import get_cfg
-from detectron2.data import DatasetCatalog
-from detectron2.data import transforms as T
-from detectron2.projects.point_rend.color_augmentation import ColorAugSSDTransform
-from helpers import forget_dataset, load_tool, unique_dataset_name
-from PIL import Image
 
 
 @pytest.fixture
