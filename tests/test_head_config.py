@@ -103,3 +103,21 @@ def test_mixer_and_mask_head(head):
     assert fc[1].scale_factor == 4 and fc[1].mode == "bilinear" and not fc[1].align_corners
     assert (fc[2].out_channels, fc[2].kernel_size) == (32, (3, 3)) and isinstance(fc[3], nn.ReLU)
     assert fc[4].out_channels == PAPER_CONFIGS[config] and fc[4].bias is None
+
+
+def test_pixel_decoder_takes_mask2former_settings_from_the_config():
+    """The shared pixel decoder serves other models: ReLU FFN of width 1024 and normalised
+    positions (Mask2Former's) come from config keys, not from code changes."""
+    cfg = load_config("s4/avsegformer_R50.yaml")
+    cfg.MODEL.DEVICE = "cpu"
+    head = cfg.MODEL.SEM_SEG_HEAD
+    head.DEFORMABLE_TRANSFORMER_ENCODER_ACTIVATION = "relu"
+    head.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD = 1024
+    head.POSITION_ENCODING_NORMALIZE = True
+    decoder = AVSegFormer.build_head(cfg, build_backbone(cfg).output_shape())["pixel_decoder"]
+    for layer in decoder.encoder.layers:
+        assert layer.activation is F.relu and layer.linear1.out_features == 1024
+    assert decoder.pe_layer.normalize
+    head.DEFORMABLE_TRANSFORMER_ENCODER_ACTIVATION = "swish"
+    with pytest.raises(ValueError, match="unknown activation 'swish'"):
+        AVSegFormer.build_head(cfg, build_backbone(cfg).output_shape())

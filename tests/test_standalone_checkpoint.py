@@ -1,7 +1,7 @@
-"""A converted checkpoint stands alone: evaluating it needs no pretrained file.
+"""A converted checkpoint stands alone: evaluating it and the demo need no pretrained file.
 
-The README's model-zoo commands (convert an original checkpoint, then ``--eval-only`` with it)
-run in an empty folder, without ``pretrained/``, on a tiny AVSBench tree. The original
+The documented model-zoo commands (convert an original checkpoint, then ``--eval-only`` and the
+demo with it) run in an empty folder, without ``pretrained/``, on a tiny AVSBench tree. The original
 checkpoint is synthesised from the reference key list of the released R50 S4 model: every entry
 is one random value expanded to its shape, scaled by its fan-in so that activations stay finite,
 so the files stay a few hundred kilobytes although the model has 127 M parameters.
@@ -94,6 +94,22 @@ def test_readme_model_zoo_commands_need_no_pretrained_file(tmp_path):
         env,
     )  # fmt: skip
 
-    assert not (work / "pretrained").exists()
     results = json.loads((work / "output" / "eval_results.json").read_text())["avs"]
     assert 0 <= results["mIoU"] <= 1 and 0 <= results["Fscore"] <= 1
+
+    clip = datasets / "AVSBench" / "Single-source" / "s4_data"
+    frames = next((clip / "visual_frames" / "test").glob("*/testA"))
+    _run(
+        [
+            REPO / "tools" / "demo.py",
+            "--config-file", REPO / "configs" / "s4" / "avsegformer_R50.yaml",
+            "--frames", frames,
+            "--audio", next((clip / "audio_wav" / "test").glob("*/testA.wav")),
+            "--output", "out",
+            "--opts", "MODEL.WEIGHTS", "avsegformer_R50_s4.pth", *SMALL_FRAMES,
+        ],
+        work,
+        env,
+    )  # fmt: skip
+    assert len(list((work / "out" / "masks").glob("*.png"))) == 5
+    assert not (work / "pretrained").exists()
