@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "synthetic" / "avsegformer_tiny_s4.yaml"
+OTHER_AUDIO = "synthetic_s4_test_other_audio"
 TINY_OPTS = [
     "INPUT.FRAME_SIZE", "(64, 64)",
     "TEST.AVS.EVAL_SIZE", "(64, 64)",
@@ -76,7 +78,7 @@ def quick_demo(datasets_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     proc = _run(
         [
-            "tools/run_demo.py",
+            "tools/synthetic_demo.py",
             "--quick",
             "--output-dir", out,
             "--data-root", datasets_dir / "synthetic_avsbench",
@@ -100,15 +102,28 @@ def test_quick_demo_trains_evaluates_and_writes_outputs(quick_demo):
     assert (out / "model_best.pth").is_file()
     assert (out / "last_checkpoint").read_text().endswith(".pth")
     metrics = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
-    assert any("total_loss" in m for m in metrics)
     assert any("avs/mIoU" in m for m in metrics)
     assert list(out.glob("events.out.tfevents.*"))
-    # Prediction masks and overlays of every test frame (2 clips x 5 frames).
-    predictions = Path(results["predictions"])
-    assert len(list(predictions.rglob("*_overlay.jpg"))) == 10
-    masks = list(predictions.rglob("*.png"))
-    assert len(masks) == 10
+    # Prediction masks and overlays of every test frame (2 clips x 5 frames), for the clips'
+    # own audio and for the other audio, and the comparison picture built from them.
+    for predictions in (Path(results["predictions"]), out / "inference" / OTHER_AUDIO):
+        assert len(list(predictions.rglob("*_overlay.jpg"))) == 10
+        assert len(list(predictions.rglob("*.png"))) == 10
+    with Image.open(results["comparison_picture"]) as picture:
+        # 2 clips x 4 panels of 256 px, with title bands.
+        assert picture.width > 4 * 256 and picture.height > 2 * 256
     assert not list(out.glob("*.tmp-*")), "a temporary checkpoint file was left behind"
+
+
+@pytest.mark.slow
+def test_quick_demo_training_lowers_the_loss(quick_demo):
+    out, _, _ = quick_demo
+    metrics = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
+    # Each entry is the median of Detectron2's last 20 iterations: iterations 0-19, then 20-39.
+    losses = [(m["iteration"], m["total_loss"]) for m in metrics if "total_loss" in m]
+    assert [it for it, _ in losses] == [19, 39]
+    (_, first), (_, last) = losses
+    assert last < 0.9 * first, f"the training loss did not fall: {losses}"
 
 
 @pytest.mark.slow

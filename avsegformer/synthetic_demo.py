@@ -1,0 +1,369 @@
+"""The synthetic demo (``make demo``): AVSegFormer trained and tested on CPU in minutes.
+
+1. :func:`ensure_synthetic_s4` writes the synthetic S4-layout dataset unless it is there.
+2. :func:`write_random_vggish` writes the frozen audio front end (no pretrained VGGish can be
+   downloaded here).
+3. The CPU-sized config trains; ``model_best.pth`` is the checkpoint with the best val mIoU.
+4. :func:`evaluate_weights` scores it on the test split with each clip's own audio and with the
+   audio of a clip of another category (:mod:`avsegformer.evaluation.shuffled_audio`): if the
+   model listens, the mIoU drops.
+5. :func:`comparison_picture` draws frame, ground truth and both predictions side by side;
+   :func:`format_report` prints the numbers and checks them against the demo's targets.
+"""
+
+import contextlib
+import logging
+import os
+
+import numpy as np
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from PIL import Image
+
+from .data.datasets.avsbench import read_avs_mask, register_avsbench
+from .evaluation.visualize import highlight_mask, labelled_grid, upscale_frame
+
+__all__ = [
+    "FULL_SPLIT_SIZES",
+    "QUICK_SPLIT_SIZES",
+    "TARGET_MIOU",
+    "TARGET_DROP",
+    "TARGET_SECONDS",
+    "ensure_synthetic_s4",
+    "register_synthetic_s4",
+    "write_random_vggish",
+    "evaluate_weights",
+    "comparison_picture",
+    "format_report",
+    "run_synthetic_demo",
+]
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+#: Clips per split of the full and the ``--quick`` dataset. More training clips than AVSBench's
+#: proportion: S4 train clips are annotated on one frame only, and the model starts from scratch.
+FULL_SPLIT_SIZES = {"train": 400, "val": 60, "test": 60}
+QUICK_SPLIT_SIZES = {"train": 6, "val": 2, "test": 4}
+FRAME_SIDE = 128
+#: What the demo must reach on a 2-core CPU.
+TARGET_MIOU = 0.70
+TARGET_DROP = 0.20
+TARGET_SECONDS = 15 * 60
+#: Seed of the random VGGish weights.
+VGGISH_SEED = 123
+#: Colours (RGB) of the ground truth and of the predictions in the comparison picture.
+GROUND_TRUTH_COLOR = (40, 230, 80)
+PREDICTION_COLOR = (255, 40, 200)
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------
+def _split_counts(csv_path: str) -> dict:
+    import csv
+
+    counts = dict.fromkeys(SPLITS, 0)
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            counts[row.get("split", "")] = counts.get(row.get("split", ""), 0) + 1
+    return counts
+
+
+def ensure_synthetic_s4(
+    root: str, split_sizes: dict, *, size: int = FRAME_SIDE, exact: bool = True
+) -> str:
+    """Write the synthetic S4 layout under ``root`` unless it is there; return its
+    ``Single-source`` folder.
+
+    Args:
+        split_sizes: clips per split to generate.
+        exact: also rewrite an existing dataset whose split sizes differ from ``split_sizes``
+            (a dataset left by an older version of the demo); False keeps any complete one.
+    """
+    folder = os.path.join(root, "Single-source")
+    csv_path = os.path.join(folder, "s4_meta_data.csv")
+    if os.path.isfile(csv_path):
+        counts = _split_counts(csv_path)
+        if not exact or all(counts.get(s, 0) == split_sizes[s] for s in SPLITS):
+            logger.info("Synthetic dataset found in %s", folder)
+            return folder
+        logger.info("%s has %s clips, the demo needs %s: rewriting", folder, counts, split_sizes)
+    from .data.synthetic import generate
+
+    logger.info("Generating the synthetic S4 dataset in %s ...", folder)
+    generate(root, subsets=("s4",), split_sizes=split_sizes, size=size, progress=False)
+    return folder
+
+
+def register_synthetic_s4(folder: str) -> None:
+    """Point ``synthetic_s4_{train,val,test}`` at ``folder`` (replacing earlier registrations)."""
+    for split in SPLITS:
+        name = f"synthetic_s4_{split}"
+        if name in DatasetCatalog.list():
+            DatasetCatalog.remove(name)
+        if name in MetadataCatalog.list():
+            MetadataCatalog.remove(name)
+        register_avsbench(name, "s4", folder, split)
+
+
+# ---------------------------------------------------------------------------------------------
+# audio front end
+# ---------------------------------------------------------------------------------------------
+def write_random_vggish(cfg, dataset: str, path: str, max_clips: int = 64) -> str:
+    """Write a randomly initialised VGGish to ``path`` (unless it exists) and return ``path``.
+
+    With PyTorch's default initialisation the activations shrink layer after layer, so a random
+    VGGish maps every clip to nearly the same embedding (the class-dependent part is ~0.003 of
+    its norm). He initialisation with zero biases keeps the differences between sounds (~25% of
+    the norm); one scalar, measured on ``dataset``'s audio, scales the embeddings to unit RMS,
+    the range the audio projection expects. The network stays frozen, as in the original.
+    """
+    from torch import nn
+
+    from .data.audio import load_log_mel
+    from .modeling import build_audio_backbone
+
+    if os.path.isfile(path):
+        return path
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.AUDIO.WEIGHTS, cfg.MODEL.AUDIO.PCA = "", False
+    # The front end belongs to the data, not to the run: the same for every training seed.
+    torch.manual_seed(VGGISH_SEED)
+    vggish = build_audio_backbone(cfg).eval()
+    layers = [m for m in vggish.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    for layer in layers:
+        nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+        nn.init.zeros_(layer.bias)
+    records = DatasetCatalog.get(dataset)[:max_clips]
+    with torch.no_grad():
+        examples = torch.cat([load_log_mel(r["audio_file_name"]) for r in records])
+        embeddings = vggish(examples.reshape(-1, 1, *examples.shape[-2:]))
+        layers[-1].weight.div_(embeddings.pow(2).mean().sqrt())
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    torch.save(vggish.state_dict(), tmp)
+    os.replace(tmp, path)
+    logger.info("Random He-initialised VGGish (%d clips of %s) -> %s", len(records), dataset, path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+# ---------------------------------------------------------------------------------------------
+def evaluate_weights(
+    cfg, weights: str, dataset: str, *, save_predictions: bool, precision: str = "fp32"
+) -> dict:
+    """AVSBench scores (``mIoU``, ``Fscore``) of ``weights`` on ``dataset``.
+
+    Args:
+        precision: ``fp32``, or ``bf16`` for autocast on the config's device.
+        save_predictions: write masks and overlays under
+            ``OUTPUT_DIR/inference/<dataset>/predictions``.
+    """
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    from .engine import Trainer
+
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.DATASETS.TEST = (dataset,)
+    cfg.TEST.AVS.SAVE_PREDICTIONS = save_predictions
+    cfg.freeze()
+    model = Trainer.build_model(cfg)
+    DetectionCheckpointer(model).load(weights)
+    autocast = contextlib.nullcontext()
+    if precision == "bf16":
+        autocast = torch.autocast(device_type=cfg.MODEL.DEVICE.split(":")[0], dtype=torch.bfloat16)
+    with autocast:
+        return Trainer.test(cfg, model)["avs"]
+
+
+def predictions_folder(output_dir: str, dataset: str) -> str:
+    """Where the evaluator writes the masks of ``dataset`` (``save_predictions``)."""
+    return os.path.join(output_dir, "inference", dataset, "predictions")
+
+
+def _read_rgb(path: str) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def _predicted_mask(folder: str, record: dict, frame: int) -> np.ndarray:
+    stem = os.path.splitext(os.path.basename(record["file_names"][frame]))[0]
+    path = os.path.join(folder, record["video_id"], stem + ".png")
+    with Image.open(path) as image:
+        return np.asarray(image) != 0
+
+
+def comparison_picture(
+    records: list[dict],
+    own_audio: str,
+    other_audio: str,
+    path: str,
+    *,
+    max_clips: int = 4,
+    frame: int = 2,
+    side: int = 256,
+) -> str:
+    """Write one JPEG: per clip, the frame, its ground truth, the prediction with the clip's own
+    audio and the prediction with another clip's audio, upscaled to ``side`` pixels.
+
+    Args:
+        records: the clips with the other audio (:func:`shuffled_audio_records`): ``file_names``,
+            ``sem_seg_file_names``, ``category`` and ``audio_category``.
+        own_audio, other_audio: prediction folders (:func:`predictions_folder`).
+        frame: which frame of each clip.
+
+    Returns:
+        ``path``.
+    """
+    panels, row_titles, captions = [], [], []
+    for record in records[:max_clips]:
+        t = min(frame, len(record["file_names"]) - 1)
+        image = upscale_frame(_read_rgb(record["file_names"][t]), side)
+        truth = read_avs_mask(record["sem_seg_file_names"][t], "binary")
+        panels.append(
+            [
+                image,
+                highlight_mask(image, truth, GROUND_TRUTH_COLOR),
+                highlight_mask(image, _predicted_mask(own_audio, record, t), PREDICTION_COLOR),
+                highlight_mask(image, _predicted_mask(other_audio, record, t), PREDICTION_COLOR),
+            ]
+        )
+        row_titles.append([record["video_id"], f"frame {t + 1}"])
+        own, other = record.get("category") or "", record.get("audio_category") or ""
+        captions.append(["", f"sounding: {own}", f"audio: {own}", f"audio: {other}"])
+    columns = ["frame", "ground truth", "prediction, own audio", "prediction, other audio"]
+    grid = labelled_grid(panels, columns, row_titles, captions=captions)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    grid.save(path, quality=90)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole run
+# ---------------------------------------------------------------------------------------------
+def run_synthetic_demo(
+    cfg,
+    data_root: str,
+    *,
+    split_sizes: dict = FULL_SPLIT_SIZES,
+    exact_sizes: bool = True,
+    train: bool = True,
+    precision: str = "fp32",
+    config_file: str = "",
+) -> dict:
+    """Data, audio front end, training (unless ``train`` is False: then ``MODEL.WEIGHTS`` is
+    evaluated), evaluation with the own and the other audio, comparison picture.
+
+    Args:
+        cfg: the demo config (frozen); ``OUTPUT_DIR`` receives everything.
+        data_root: the synthetic dataset root (its ``Single-source`` folder is used).
+        split_sizes, exact_sizes: see :func:`ensure_synthetic_s4`.
+        config_file: the file ``cfg`` came from, for the log.
+
+    Returns:
+        Every number and path of the run (also written to ``OUTPUT_DIR/results.json``).
+    """
+    import json
+    import time
+
+    from detectron2.engine import default_setup
+    from detectron2.utils.logger import setup_logger
+
+    from .engine import Trainer
+    from .evaluation.shuffled_audio import register_shuffled_audio
+
+    start = time.perf_counter()
+    output_dir = cfg.OUTPUT_DIR
+    folder = ensure_synthetic_s4(data_root, split_sizes, exact=exact_sizes)
+    register_synthetic_s4(folder)
+    if not cfg.MODEL.AUDIO.WEIGHTS:
+        vggish = os.path.join(folder, "vggish_random_he.pth")
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.MODEL.AUDIO.WEIGHTS = write_random_vggish(cfg, "synthetic_s4_train", vggish)
+        cfg.freeze()
+    # Logging to OUTPUT_DIR/log.txt, config.yaml, environment, seed.
+    default_setup(cfg, argparse_namespace(config_file=config_file, eval_only=not train))
+    setup_logger(output=output_dir, name="avsegformer")
+
+    train_start = time.perf_counter()
+    if train:
+        trainer = Trainer(cfg)
+        trainer.resume_or_load(resume=False)
+        trainer.train()
+    train_seconds = time.perf_counter() - train_start
+    weights = best_weights(output_dir) if train else cfg.MODEL.WEIGHTS
+    logger.info("Evaluating %s", weights)
+
+    other = register_shuffled_audio("synthetic_s4_test", "synthetic_s4_test_other_audio")
+    results = {"weights": weights, "precision": precision, "seed": cfg.SEED, "trained": train}
+    for key, dataset in (("test", "synthetic_s4_test"), ("shuffled_audio", other)):
+        results[key] = evaluate_weights(
+            cfg, weights, dataset, save_predictions=True, precision=precision
+        )
+    results["miou_drop"] = results["test"]["mIoU"] - results["shuffled_audio"]["mIoU"]
+    results["predictions"] = predictions_folder(output_dir, "synthetic_s4_test")
+    results["comparison_picture"] = comparison_picture(
+        DatasetCatalog.get(other),
+        results["predictions"],
+        predictions_folder(output_dir, other),
+        os.path.join(output_dir, "comparison_grid.jpg"),
+    )
+    results["train_seconds"] = train_seconds
+    results["seconds"] = time.perf_counter() - start
+    with open(os.path.join(output_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    return results
+
+
+def argparse_namespace(**kwargs):
+    """The ``args`` Detectron2's ``default_setup`` reads (``config_file``, ``eval_only``)."""
+    import argparse
+
+    return argparse.Namespace(**{"config_file": "", "eval_only": False, **kwargs})
+
+
+def best_weights(output_dir: str) -> str:
+    """``model_best.pth`` (best val mIoU) of a training run, else its ``model_final.pth``."""
+    for name in ("model_best.pth", "model_final.pth"):
+        path = os.path.join(output_dir, name)
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(f"no model_best.pth or model_final.pth in {output_dir}")
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+# ---------------------------------------------------------------------------------------------
+def target_checks(results: dict) -> list[tuple[str, bool]]:
+    """``(target, reached)`` for test mIoU, shuffled-audio drop and wall time."""
+    return [
+        (f"test mIoU >= {TARGET_MIOU}", results["test"]["mIoU"] >= TARGET_MIOU),
+        (f"shuffled-audio drop >= {TARGET_DROP}", results["miou_drop"] >= TARGET_DROP),
+        (f"wall time < {TARGET_SECONDS // 60} min", results["seconds"] < TARGET_SECONDS),
+    ]
+
+
+def format_report(results: dict, quick: bool) -> str:
+    """The demo's printed summary; with a full training run, the targets and whether they hold."""
+    test, shuffled = results["test"], results["shuffled_audio"]
+    lines = [
+        "",
+        f"AVSegFormer (tiny, CPU, {results['precision']}, seed {results['seed']}) on the "
+        "synthetic S4 test split" + (" [--quick: not trained to the targets]" if quick else ""),
+        f"  {'':24s} {'mIoU':>8s} {'F-score':>8s}",
+        f"  {'audio of the clip':24s} {test['mIoU']:8.4f} {test['Fscore']:8.4f}",
+        f"  {'audio of another clip':24s} {shuffled['mIoU']:8.4f} {shuffled['Fscore']:8.4f}",
+        f"  mIoU drop without the right audio: {results['miou_drop']:.4f}",
+        f"  wall time: {results['seconds'] / 60:.1f} min "
+        f"(train {results['train_seconds'] / 60:.1f} min)",
+        f"  predictions and overlays: {results['predictions']}",
+        f"  comparison picture: {results['comparison_picture']}",
+    ]
+    if not quick and results["trained"]:
+        lines += [f"  [{'ok' if ok else 'MISSED'}] {text}" for text, ok in target_checks(results)]
+    return "\n".join(lines)
