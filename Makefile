@@ -19,4 +19,4 @@ format: setup
 
 # Synthetic data -> train -> evaluate (+ shuffled audio) -> masks/overlays; `ARGS=--quick` for a smoke run.
 demo: setup
-	$(PYTHON) tools/run_demo.py $(ARGS)
+	$(PYTHON) tools/synthetic_demo.py $(ARGS)
