@@ -20,7 +20,7 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
-from .data.datasets.avsbench import read_avs_mask, register_avsbench
+from .data.datasets import read_avs_mask, register_avsbench
 from .evaluation.visualize import highlight_mask, labelled_grid, upscale_frame
 
 __all__ = [
