@@ -20,7 +20,8 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
-from .data.datasets import read_avs_mask, register_avsbench
+from .data.datasets import register_avsbench
+from .data.masks import read_avs_mask
 from .evaluation.visualize import highlight_mask, labelled_grid, upscale_frame
 
 __all__ = [
@@ -162,17 +163,17 @@ def evaluate_weights(
         save_predictions: write masks and overlays under
             ``OUTPUT_DIR/inference/<dataset>/predictions``.
     """
-    from detectron2.checkpoint import DetectionCheckpointer
-
+    from .checkpoint import load_model_weights
     from .engine import Trainer
 
     cfg = cfg.clone()
     cfg.defrost()
+    cfg.MODEL.WEIGHTS = weights
     cfg.DATASETS.TEST = (dataset,)
     cfg.TEST.AVS.SAVE_PREDICTIONS = save_predictions
     cfg.freeze()
     model = Trainer.build_model(cfg)
-    DetectionCheckpointer(model).load(weights)
+    load_model_weights(cfg, model)
     autocast = contextlib.nullcontext()
     if precision == "bf16":
         autocast = torch.autocast(device_type=cfg.MODEL.DEVICE.split(":")[0], dtype=torch.bfloat16)

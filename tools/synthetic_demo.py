@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 
-from avsegformer import add_avsegformer_config
+from avsegformer.config import setup_cfg
 from avsegformer.synthetic_demo import (
     FULL_SPLIT_SIZES,
     QUICK_SPLIT_SIZES,
@@ -64,19 +64,9 @@ def parse_args(argv=None):
 
 
 def build_cfg(args, output_dir: str):
-    from detectron2.config import get_cfg
-
-    cfg = get_cfg()
-    add_avsegformer_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    if args.quick:
-        cfg.merge_from_list(QUICK_OPTS)
-    cfg.merge_from_list(args.opts)
-    if args.seed is not None:
-        cfg.SEED = args.seed
-    cfg.OUTPUT_DIR = output_dir
-    cfg.freeze()
-    return cfg
+    quick_opts = QUICK_OPTS if args.quick else []
+    seed = [] if args.seed is None else ["SEED", str(args.seed)]
+    return setup_cfg(args.config_file, [*quick_opts, *args.opts, *seed, "OUTPUT_DIR", output_dir])
 
 
 def main(argv=None) -> int:
