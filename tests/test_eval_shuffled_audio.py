@@ -1,9 +1,9 @@
 """The other-audio dataset: each clip keeps its frames and masks and takes another clip's audio."""
 
-from avsegformer.evaluation.shuffled_audio import register_shuffled_audio, shuffled_audio_records
-
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from helpers import forget_dataset, temporary_dataset, unique_dataset_name
+
+from avsegformer.evaluation.shuffled_audio import register_shuffled_audio, shuffled_audio_records
 
 
 def clip(index: int, category: str) -> dict:

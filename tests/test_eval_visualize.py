@@ -1,5 +1,9 @@
 """Prediction pictures: mask PNGs, overlays, the highlighted masks and the labelled grid."""
 
+import numpy as np
+import pytest
+from PIL import Image
+
 from avsegformer.evaluation.visualize import (
     BAND_COLOR,
     DIM_OUTSIDE,
@@ -9,10 +13,6 @@ from avsegformer.evaluation.visualize import (
     overlay_image,
     upscale_frame,
 )
-
-import numpy as np
-import pytest
-from PIL import Image
 
 GREY = 100
 COLOR = (255, 0, 255)
