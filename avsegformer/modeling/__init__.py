@@ -11,5 +11,6 @@ from . import (  # noqa: F401
     transformer_decoder,
 )
 from .audio_backbone import AUDIO_BACKBONE_REGISTRY, build_audio_backbone
+from .set_criterion import SetCriterion  # noqa: F401  (mask-classification set criterion)
 
 __all__ = ["AUDIO_BACKBONE_REGISTRY", "build_audio_backbone"]
