@@ -2,16 +2,16 @@
 
 from unittest import mock
 
+import pytest
+import torch
+from helpers import load_fixture, read_key_list
+
 from avsegformer.modeling import point_losses
 from avsegformer.modeling import set_criterion as set_criterion_module
 from avsegformer.modeling.mask_targets import semantic_to_mask_targets
 from avsegformer.modeling.matcher import HungarianMatcher
 from avsegformer.modeling.set_criterion import SetCriterion, mask_classification_weight_dict
 from avsegformer.modeling.temporal_consistency import temporal_consistency_loss
-
-import pytest
-import torch
-from helpers import load_fixture, read_key_list
 
 # Suggested tolerances of the fixture README (rtol 1e-4).
 COST_ATOL = 2e-5
