@@ -5,12 +5,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import soundfile
 from helpers import load_tool
 
-cv2 = pytest.importorskip("cv2")
+from avsegformer.data.media import write_video
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "synthetic" / "avsegformer_tiny_s4.yaml"
@@ -21,17 +22,15 @@ TINY_OPTS = ["--opts", "INPUT.FRAME_SIZE", "(64, 64)", "MODEL.WEIGHTS", ""]
 demo = load_tool("demo")
 
 
-def write_video(path: Path, seconds: float, fps: int = 10, size=(80, 60)) -> Path:
+def write_square_video(path: Path, seconds: float, fps: int = 10, size=(80, 60)) -> Path:
     """An mp4 (no audio track) of a moving square; ``size`` is (width, height)."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-    if not writer.isOpened():
-        pytest.skip("OpenCV cannot encode mp4v here")
+    frames = []
     for i in range(int(seconds * fps)):
         frame = np.full((size[1], size[0], 3), 40, np.uint8)
         x = 5 + i % (size[0] - 25)
-        frame[20:40, x : x + 20] = (0, 0, 230)
-        writer.write(frame)
-    writer.release()
+        frame[20:40, x : x + 20] = (230, 0, 0)
+        frames.append(frame)
+    assert write_video(frames, str(path), fps), "OpenCV in .venv cannot encode mp4v"
     return path
 
 
@@ -49,7 +48,7 @@ def _run(argv, capsys):
 
 
 def test_video_and_wav(tmp_path, capsys):
-    video = write_video(tmp_path / "clip.mp4", seconds=3.2)
+    video = write_square_video(tmp_path / "clip.mp4", seconds=3.2)
     audio = write_wav(tmp_path / "sound.wav", seconds=3.2, rate=22050, channels=2)
     out = tmp_path / "out"
     code, stdout, stderr = _run(
@@ -110,7 +109,7 @@ def test_unreadable_video(tmp_path, capsys):
 
 
 def test_video_without_audio_track(tmp_path, capsys):
-    video = write_video(tmp_path / "silent.mp4", seconds=2.0)
+    video = write_square_video(tmp_path / "silent.mp4", seconds=2.0)
     code, _, stderr = _run(
         ["--config-file", CONFIG, "--input", video, "--output", tmp_path / "o"], capsys
     )
@@ -119,7 +118,7 @@ def test_video_without_audio_track(tmp_path, capsys):
 
 
 def test_too_short_audio(tmp_path, capsys):
-    video = write_video(tmp_path / "clip.mp4", seconds=2.0)
+    video = write_square_video(tmp_path / "clip.mp4", seconds=2.0)
     audio = write_wav(tmp_path / "blip.wav", seconds=0.5, rate=16000)
     code, _, stderr = _run(
         ["--config-file", CONFIG, "--input", video, "--audio", audio, "--output", tmp_path / "o"],
@@ -139,7 +138,7 @@ def test_frames_need_audio_and_missing_files(tmp_path, capsys):
         capsys,
     )  # fmt: skip
     _assert_clean_failure(code, stderr, "nope.mp4")
-    video = write_video(tmp_path / "clip.mp4", seconds=2.0)
+    video = write_square_video(tmp_path / "clip.mp4", seconds=2.0)
     audio = write_wav(tmp_path / "a.wav", seconds=2.0, rate=16000)
     code, _, stderr = _run(
         ["--config-file", CONFIG, "--input", video, "--audio", audio, "--output", tmp_path / "o",

@@ -1,6 +1,7 @@
 """The clip predictor on small generated clips: frame/audio alignment, what the model is fed,
 output shapes, labels and the class palette."""
 
+import cv2
 import numpy as np
 import pytest
 import soundfile
@@ -11,22 +12,16 @@ from PIL import Image
 from avsegformer.data.audio import load_log_mel
 from avsegformer.data.dataset_mapper import AVSDatasetMapper
 from avsegformer.data.masks import avss_palette
-from avsegformer.data.media import MediaError
+from avsegformer.data.media import MediaError, write_video
 from avsegformer.predictor import STEP_SECONDS, ClipPredictor, read_clip, write_predictions
-
-cv2 = pytest.importorskip("cv2")
 
 FPS = 10
 
 
 def write_counting_video(path, seconds: float, size=(48, 32)):
     """An mp4 whose frame ``i`` is uniformly grey at level ``7 * i`` (``size`` is (w, h))."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, size)
-    if not writer.isOpened():
-        pytest.skip("OpenCV cannot encode mp4v here")
-    for i in range(int(round(seconds * FPS))):
-        writer.write(np.full((size[1], size[0], 3), 7 * i, np.uint8))
-    writer.release()
+    images = [np.full((size[1], size[0], 3), 7 * i, np.uint8) for i in range(round(seconds * FPS))]
+    assert write_video(images, str(path), FPS), "OpenCV in .venv cannot encode mp4v"
     return path
 
 
