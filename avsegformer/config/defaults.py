@@ -1,103 +1,23 @@
-"""Config keys of the project, added to Detectron2's defaults by :func:`add_avsegformer_config`,
-and :func:`setup_cfg`, the one way every tool turns a YAML file and overrides into a config.
+"""Config keys shared by every meta-architecture: visual and audio backbones, the deformable pixel
+decoder, data, solver and evaluation.
 
 Every key is read somewhere; the defaults reproduce the original AVSegFormer (R50, S4) unless a
-comment says otherwise. yacs refuses unknown keys, so this function is the schema of every YAML
-under ``configs/``.
+comment says otherwise.
 """
 
-import logging
-import os
-from collections.abc import Sequence
-
-import torch
 from detectron2.config import CfgNode as CN
-from detectron2.config import get_cfg
 
-__all__ = ["add_avsegformer_config", "fall_back_to_cpu", "setup_cfg"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["add_shared_config"]
 
 
-def setup_cfg(config_file: str | os.PathLike, opts: Sequence[str] = (), *, freeze: bool = True):
-    """Detectron2's defaults + the project's keys + ``config_file`` + ``KEY VALUE`` ``opts``.
-
-    A CUDA ``MODEL.DEVICE`` on a machine without CUDA becomes ``cpu`` with one warning (see
-    :func:`fall_back_to_cpu`), so the task configs, whose device is ``cuda``, run on a laptop.
-    """
-    cfg = get_cfg()
-    add_avsegformer_config(cfg)
-    cfg.merge_from_file(os.fspath(config_file))
-    cfg.merge_from_list(list(opts))
-    fall_back_to_cpu(cfg)
-    if freeze:
-        cfg.freeze()
-    return cfg
-
-
-def fall_back_to_cpu(cfg) -> bool:
-    """Set an unfrozen ``cfg``'s ``MODEL.DEVICE`` to ``cpu`` when it names CUDA and CUDA is not
-    available, logging one warning. Returns whether it did."""
-    device = cfg.MODEL.DEVICE
-    if not device.startswith("cuda") or torch.cuda.is_available():
-        return False
-    logger.warning(
-        "MODEL.DEVICE is %r but CUDA is not available: running on the CPU "
-        "(pass MODEL.DEVICE cpu to silence this)",
-        device,
-    )
-    cfg.MODEL.DEVICE = "cpu"
-    return True
-
-
-def add_avsegformer_config(cfg):
-    """Add the AVSegFormer keys to a Detectron2 config, in place. Calling it twice is harmless."""
-    if hasattr(cfg.MODEL, "AVSEGFORMER"):
-        return
-    _add_model_config(cfg)
+def add_shared_config(cfg):
+    """Add the keys every meta-architecture reads to a Detectron2 config, in place."""
     _add_backbone_config(cfg)
     _add_audio_config(cfg)
     _add_pixel_decoder_config(cfg)
     _add_input_config(cfg)
     _add_solver_config(cfg)
     _add_test_config(cfg)
-
-
-# ---------------------------------------------------------------------------------------------
-# meta-architecture, queries, decoder, mixer, prediction head and losses
-# ---------------------------------------------------------------------------------------------
-def _add_model_config(cfg):
-    cfg.MODEL.AVSEGFORMER = CN()
-    m = cfg.MODEL.AVSEGFORMER
-    # Output classes: 1 = binary "sounding object" map (S4, MS3, sigmoid); 71 = AVSS (softmax).
-    m.NUM_CLASSES = 1
-    # Width of every transformer token and of the mask feature (C in the paper).
-    m.HIDDEN_DIM = 256
-    # Number of queries. The query-map MLP takes the query axis as channels, so checkpoints are
-    # tied to this number (300 in every released checkpoint).
-    m.NUM_QUERIES = 300
-    # Add a second, learnable set of NUM_QUERIES queries to the audio-conditioned ones.
-    m.USE_LEARNABLE_QUERIES = True
-    # Query generator: attention layers over the audio token (post-norm, GELU, no dropout).
-    m.QUERY_GENERATOR_LAYERS = 6
-    m.QUERY_GENERATOR_NHEADS = 8
-    m.QUERY_GENERATOR_DIM_FEEDFORWARD = 1024
-    # Transformer decoder over all encoder tokens (post-norm, GELU).
-    m.DEC_LAYERS = 6
-    m.NHEADS = 8
-    m.DIM_FEEDFORWARD = 2048
-    m.DROPOUT = 0.1
-    # Audio-visual mixer: heads of the audio query attending over all mask-feature pixels.
-    m.MIXER_NHEADS = 8
-    # Hidden width of the 1x1-conv MLP over the query maps (NUM_QUERIES -> this -> this -> C).
-    m.QUERY_MLP_DIM = 2048
-    # Main loss: "dice" (S4, MS3: V-Net dice on sigmoid) or "ce" (AVSS: per-pixel cross-entropy).
-    m.MASK_LOSS = "dice"
-    m.MASK_LOSS_WEIGHT = 1.0
-    # Weight of the dice loss on the channel mean of the mixed mask feature ("mix loss").
-    m.MIX_LOSS_WEIGHT = 0.1
-    # Frames are padded in the model to a multiple of this (the data mapper never pads).
-    m.SIZE_DIVISIBILITY = 32
 
 
 # ---------------------------------------------------------------------------------------------

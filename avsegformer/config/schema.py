@@ -1,0 +1,15 @@
+"""The project's config schema: every key of every meta-architecture."""
+
+from .avsegformer import add_avsegformer_model_config
+from .defaults import add_shared_config
+
+__all__ = ["add_avsegformer_config"]
+
+
+def add_avsegformer_config(cfg):
+    """Add every key of the project to a Detectron2 config, in place: the keys shared by all
+    meta-architectures, then each meta-architecture's own. Calling it twice is harmless."""
+    if hasattr(cfg.MODEL, "AVSEGFORMER"):
+        return
+    add_shared_config(cfg)
+    add_avsegformer_model_config(cfg)
