@@ -111,6 +111,22 @@ def _add_input_config(cfg):
     # avsegformer.data.datasets.layout; an absolute path = that subset's maskige folder itself).
     # Records that carry their own maskige_file_names use those.
     i.MASKIGE_FOLDER = ""
+    # Training augmentations (avsegformer.data.augmentations), drawn once per clip and replayed
+    # over its frames, masks and maskiges. Off: none at all (the original AVSegFormer), whatever
+    # the keys below say. On: Mask2Former's semantic recipe, each step switched by Detectron2's
+    # / Mask2Former's keys: ResizeShortestEdge (MIN_SIZE_TRAIN with MIN_SIZE_TRAIN_SAMPLING,
+    # MAX_SIZE_TRAIN; every size 0 = no resize), RandomCrop_CategoryAreaConstraint (CROP.*),
+    # ColorAugSSDTransform (COLOR_AUG_SSD), RandomFlip (RANDOM_FLIP, "none" = no flip).
+    i.AUGMENT = False
+    # Largest area share of one category in a crop (1.0 = a plain random crop); the ignore
+    # label does not count.
+    i.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
+    # SSD colour jitter; its own random values for every frame and maskige.
+    i.COLOR_AUG_SSD = False
+    # Training only, after the augmentations: pad frames and maskiges (128) and masks (ignore
+    # label) at the bottom/right to this square size, cutting what lies beyond, as
+    # Mask2Former's semantic mapper does (COMBO: 224 = the crop size); -1 = no padding.
+    i.SIZE_DIVISIBILITY = -1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,8 +138,20 @@ def _add_solver_config(cfg):
     s.OPTIMIZER = "ADAMW"
     s.BETAS = (0.9, 0.999)
     s.EPS = 1e-8
-    # Learning-rate multiplier of the visual backbone's parameters.
+    # Learning-rate multiplier of the visual backbones' parameters (every visual backbone a
+    # model lists in its visual_backbone_prefixes, default "backbone."; never the audio one).
     s.BACKBONE_MULTIPLIER = 1.0
+    # Weight decay of nn.Embedding weights (learned queries, level and position embeddings);
+    # None = WEIGHT_DECAY (the original AVSegFormer). Mask2Former / COMBO: 0.0.
+    s.WEIGHT_DECAY_EMBED = None
+    # LR_SCHEDULER_NAME "WarmupPolyLR" (DeepLab / Mask2Former): lr = BASE_LR * (1 - it /
+    # MAX_ITER) ** POLY_LR_POWER after the warm-up, never below BASE_LR *
+    # POLY_LR_CONSTANT_ENDING (0 = no floor).
+    s.POLY_LR_POWER = 0.9
+    s.POLY_LR_CONSTANT_ENDING = 0.0
+    # SOLVER.CLIP_GRADIENTS.CLIP_TYPE also takes "full_model" (Mask2Former): one
+    # clip_grad_norm_(all parameters, CLIP_VALUE, NORM_TYPE) before every step, besides
+    # Detectron2's per-parameter "value" and "norm".
     # The visual backbone gets no gradient for the first this-many iterations (the original
     # freezes it for 5 / 10 / 0 epochs on S4 / MS3 / AVSS). BatchNorm statistics and drop-path
     # keep running in train mode while frozen, as in the original.

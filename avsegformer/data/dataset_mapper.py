@@ -12,6 +12,7 @@ from detectron2.data import transforms as T
 from PIL import Image
 
 from .audio import fit_examples, load_log_mel
+from .augmentations import IMAGE_PAD_VALUE, build_train_augmentations, pad_to_square
 from .errors import AVSDataError
 from .maskiges import clip_maskige_files, read_maskige
 from .masks import IGNORE_LABEL, avss_palette, read_avs_mask
@@ -95,9 +96,11 @@ class AVSDatasetMapper:
     Every frame of a clip goes through the same geometry: a direct resize to ``frame_size``
     (PIL bilinear for frames, nearest for masks; S4/MS3 up-sample 224 -> 512 like
     AVSegFormer), or in training with ``resize_mode="crop"`` AVSegFormer's AVSS short-side
-    resize + centre crop. Optional Detectron2 augmentations are drawn once per clip (on its
-    first real frame) and applied to every frame and mask. Frames stay uint8; the model
-    normalises.
+    resize + centre crop. Optional Detectron2 augmentations (the config's:
+    :func:`~avsegformer.data.augmentations.build_train_augmentations`) are drawn once per clip
+    (on its first real frame) and applied to every real frame and mask; then, with a
+    ``pad_size``, frames, masks and maskiges are padded (or cut) at the bottom and right to
+    that square. Frames stay uint8; the model normalises.
 
     Output dict (the record's keys are passed through, ``height``/``width`` replaced):
 
@@ -133,7 +136,8 @@ class AVSDatasetMapper:
         audio_source: str = "log_mel",
         audio_pad: str = "repeat",
         eval_size: tuple[int, int] = (0, 0),
-        augmentations: Sequence[T.Augmentation] = (),
+        augmentations: Sequence[T.Augmentation | T.Transform] = (),
+        pad_size: int = -1,
         maskige_folder: str = "",
     ):
         """
@@ -151,6 +155,9 @@ class AVSDatasetMapper:
             eval_size: ``(height, width)`` reported for evaluation; (0, 0) = stored size.
             augmentations: Detectron2 augmentations applied identically to a clip's frames
                 (training only).
+            pad_size: in training, after the augmentations, pad frames and maskiges with
+                128 and masks with the ignore label to ``pad_size`` x ``pad_size`` (cut what
+                lies beyond), as Mask2Former's semantic mapper; <= 0 = no padding.
             maskige_folder: read the clip's maskiges from this folder of the AVSBench layout
                 (see :func:`avsegformer.data.maskiges.clip_maskige_files`); "" = none.
         """
@@ -170,18 +177,20 @@ class AVSDatasetMapper:
         self.audio_pad = audio_pad
         self.eval_size = (int(eval_size[0]), int(eval_size[1]))
         self.augmentations = T.AugmentationList(list(augmentations)) if augmentations else None
+        self.pad_size = int(pad_size)
         self.maskige_folder = maskige_folder
         self._palettes = {}
         mode = "train" if is_train else "eval"
         logger.info(
             "AVSDatasetMapper (%s): frames -> %s by %s, audio %s (pad %s), augmentations %s, "
-            "maskiges %s",
+            "padded to %s, maskiges %s",
             mode,
             self.frame_size,
             resize_mode,
             audio_source,
             audio_pad,
             list(augmentations),
+            self.pad_size if self.pad_size > 0 and is_train else "-",
             maskige_folder or "off",
         )
 
@@ -196,6 +205,8 @@ class AVSDatasetMapper:
             "audio_source": cfg.INPUT.AUDIO_SOURCE,
             "audio_pad": cfg.INPUT.AUDIO_PAD,
             "eval_size": tuple(cfg.TEST.AVS.EVAL_SIZE),
+            "augmentations": build_train_augmentations(cfg) if is_train else [],
+            "pad_size": cfg.INPUT.SIZE_DIVISIBILITY,
             "maskige_folder": cfg.INPUT.MASKIGE_FOLDER,
         }
 
@@ -249,6 +260,8 @@ class AVSDatasetMapper:
             labels = [self._train_labels(mask) for mask in masks]
             if self.augmentations is not None:
                 frames, labels, maskiges = self._augment(frames, labels, valid, maskiges)
+            if self.pad_size > 0:
+                frames, labels, maskiges = self._pad(frames, labels, valid, maskiges)
             record["sem_seg"] = torch.as_tensor(np.stack(labels).astype(np.int64))
 
         record["frames"] = frames_to_tensor(frames, self.image_format)
@@ -301,11 +314,29 @@ class AVSDatasetMapper:
         return np.asarray(_apply_geometry(mask, geometry, Image.NEAREST))
 
     def _augment(self, frames: list, labels: list, valid: list, maskiges: list | None):
+        """The clip's augmentations, drawn on its first real frame, applied to every frame,
+        mask and maskige; padded frames (and their maskiges) stay zeros."""
         first = next(i for i, ok in enumerate(valid) if ok) if any(valid) else 0
         aug_input = T.AugInput(frames[first], sem_seg=labels[first])
         transforms = self.augmentations(aug_input)
-        frames = [transforms.apply_image(f) for f in frames]
+        out_shape = aug_input.image.shape
+
+        def images(arrays):
+            # A colour jitter would turn the zeros of a padded frame into a grey image.
+            return [
+                transforms.apply_image(a) if ok else np.zeros(out_shape, np.uint8)
+                for a, ok in zip(arrays, valid)
+            ]
+
         labels = [transforms.apply_segmentation(label) for label in labels]
-        if maskiges is not None:
-            maskiges = [transforms.apply_image(m) for m in maskiges]
-        return frames, labels, maskiges
+        return images(frames), labels, images(maskiges) if maskiges is not None else None
+
+    def _pad(self, frames: list, labels: list, valid: list, maskiges: list | None):
+        def images(arrays):
+            return [
+                pad_to_square(a, self.pad_size, IMAGE_PAD_VALUE if ok else 0)
+                for a, ok in zip(arrays, valid)
+            ]
+
+        labels = [pad_to_square(label, self.pad_size, IGNORE_LABEL) for label in labels]
+        return images(frames), labels, images(maskiges) if maskiges is not None else None
