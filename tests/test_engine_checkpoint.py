@@ -112,6 +112,28 @@ def test_resume_restores_iteration_optimizer_scheduler_and_freeze(tmp_path):
     assert final["iteration"] == 9
 
 
+def test_poly_schedule_and_full_model_clipping_resume(tmp_path):
+    cfg = toy_cfg(tmp_path, MAX_ITER=8, CHECKPOINT_PERIOD=4, LR_SCHEDULER_NAME="WarmupPolyLR")
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.01
+    first = ToyTrainer(cfg)
+    first.register_hooks([_Crash(at_iter=5)])
+    with pytest.raises(SystemExit):
+        first.train()
+    second = ToyTrainer(cfg)
+    recorder = _Recorder()
+    second.register_hooks([recorder])
+    second.resume_or_load(resume=True)
+    second.train()
+    lrs = {it: lr for it, (lr, _) in recorder.seen.items()}
+    # The poly curve continues from the checkpoint (after iteration 3), not from 0.
+    assert sorted(lrs) == [4, 5, 6, 7]
+    for it, lr in lrs.items():
+        assert lr == pytest.approx(0.01 * (1 - it / 8) ** 0.9)
+    assert type(second.optimizer).__name__ == "FullModelGradientClippingAdamW"
+
+
 def test_freeze_hook_checkpoint_free(tmp_path):
     """The freeze state is derived from the iteration, so no hook state needs saving."""
     trainer = ToyTrainer(toy_cfg(tmp_path, FREEZE_BACKBONE_ITERS=3))
