@@ -4,10 +4,11 @@
 2. :func:`write_random_vggish` writes the frozen audio front end (no pretrained VGGish can be
    downloaded here).
 3. The CPU-sized config trains; ``model_best.pth`` is the checkpoint with the best val mIoU.
-4. :func:`evaluate_weights` scores it on the test split with each clip's own audio and with the
-   audio of a clip of another category (:mod:`avsegformer.evaluation.shuffled_audio`): if the
-   model listens, the mIoU drops.
-5. :func:`comparison_picture` draws frame, ground truth and both predictions side by side;
+4. :func:`evaluate_weights` scores it on the test split with each clip's own audio, under
+   negative audio (silence, noise, an off-screen clip's sound: the right masks are empty, see
+   :mod:`avsegformer.evaluation.negative_audio`) and with the audio of a clip of another
+   category (:mod:`avsegformer.evaluation.shuffled_audio`): if the model listens, the mIoU drops.
+5. :func:`comparison_picture` draws frame, ground truth and the predictions side by side;
    :func:`format_report` prints the numbers and checks them against the demo's targets.
 """
 
@@ -21,6 +22,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
 from .data.datasets import register_avsbench
+from .data.datasets.layout import CLIP_CLASSES_FILE
 from .data.masks import read_avs_mask
 from .evaluation.visualize import highlight_mask, labelled_grid, upscale_frame
 
@@ -51,6 +53,9 @@ FRAME_SIDE = 128
 TARGET_MIOU = 0.70
 TARGET_DROP = 0.20
 TARGET_SECONDS = 15 * 60
+#: What a model trained with negatives (INPUT.NEGATIVE_AUDIO.PROB > 0) must reach: at most this
+#: share of frames with a predicted mask under each negative condition.
+TARGET_NEGATIVE_SHARE = 0.10
 #: Seed of the random VGGish weights.
 VGGISH_SEED = 123
 #: Colours (RGB) of the ground truth and of the predictions in the comparison picture.
@@ -84,7 +89,9 @@ def ensure_synthetic_s4(
     """
     folder = os.path.join(root, "Single-source")
     csv_path = os.path.join(folder, "s4_meta_data.csv")
-    if os.path.isfile(csv_path):
+    # A dataset written before the generator listed every clip's classes lacks exact off-screen
+    # audio: rewrite it.
+    if os.path.isfile(csv_path) and os.path.isfile(os.path.join(folder, CLIP_CLASSES_FILE)):
         counts = _split_counts(csv_path)
         if not exact or all(counts.get(s, 0) == split_sizes[s] for s in SPLITS):
             logger.info("Synthetic dataset found in %s", folder)
@@ -154,12 +161,19 @@ def write_random_vggish(cfg, dataset: str, path: str, max_clips: int = 64) -> st
 # evaluation
 # ---------------------------------------------------------------------------------------------
 def evaluate_weights(
-    cfg, weights: str, dataset: str, *, save_predictions: bool, precision: str = "fp32"
+    cfg,
+    weights: str,
+    dataset: str,
+    *,
+    save_predictions: bool,
+    precision: str = "fp32",
+    negative_audio: bool = False,
 ) -> dict:
     """AVSBench scores (``mIoU``, ``Fscore``) of ``weights`` on ``dataset``.
 
     Args:
         precision: ``fp32``, or ``bf16`` for autocast on the config's device.
+        negative_audio: also score the negative conditions (``TEST.NEGATIVE_AUDIO``).
         save_predictions: write masks and overlays under
             ``OUTPUT_DIR/inference/<dataset>/predictions``.
     """
@@ -171,6 +185,7 @@ def evaluate_weights(
     cfg.MODEL.WEIGHTS = weights
     cfg.DATASETS.TEST = (dataset,)
     cfg.TEST.AVS.SAVE_PREDICTIONS = save_predictions
+    cfg.TEST.NEGATIVE_AUDIO.ENABLED = negative_audio
     cfg.freeze()
     model = Trainer.build_model(cfg)
     load_model_weights(cfg, model)
@@ -191,9 +206,11 @@ def _read_rgb(path: str) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-def _predicted_mask(folder: str, record: dict, frame: int) -> np.ndarray:
+def _predicted_mask(folder: str, record: dict, frame: int) -> np.ndarray | None:
     stem = os.path.splitext(os.path.basename(record["file_names"][frame]))[0]
     path = os.path.join(folder, record["video_id"], stem + ".png")
+    if not os.path.isfile(path):  # a clip the condition left out (no off-screen donor)
+        return None
     with Image.open(path) as image:
         return np.asarray(image) != 0
 
@@ -204,43 +221,63 @@ def comparison_picture(
     other_audio: str,
     path: str,
     *,
+    negatives: dict | None = None,
     max_clips: int = 4,
     frame: int = 2,
     side: int = 256,
 ) -> str:
     """Write one JPEG: per clip, the frame, its ground truth, the prediction with the clip's own
-    audio and the prediction with another clip's audio, upscaled to ``side`` pixels.
+    audio, with another clip's audio and under each negative condition, upscaled to ``side``.
 
     Args:
         records: the clips with the other audio (:func:`shuffled_audio_records`): ``file_names``,
             ``sem_seg_file_names``, ``category`` and ``audio_category``.
         own_audio, other_audio: prediction folders (:func:`predictions_folder`).
+        negatives: ``{condition: (prediction folder, {video_id: caption})}``, in column order.
         frame: which frame of each clip.
 
     Returns:
         ``path``.
     """
+    negatives = negatives or {}
     panels, row_titles, captions = [], [], []
     for record in records[:max_clips]:
         t = min(frame, len(record["file_names"]) - 1)
         image = upscale_frame(_read_rgb(record["file_names"][t]), side)
         truth = read_avs_mask(record["sem_seg_file_names"][t], "binary")
-        panels.append(
-            [
-                image,
-                highlight_mask(image, truth, GROUND_TRUTH_COLOR),
-                highlight_mask(image, _predicted_mask(own_audio, record, t), PREDICTION_COLOR),
-                highlight_mask(image, _predicted_mask(other_audio, record, t), PREDICTION_COLOR),
-            ]
-        )
-        row_titles.append([record["video_id"], f"frame {t + 1}"])
         own, other = record.get("category") or "", record.get("audio_category") or ""
-        captions.append(["", f"sounding: {own}", f"audio: {own}", f"audio: {other}"])
+        row = [image, highlight_mask(image, truth, GROUND_TRUTH_COLOR)]
+        row_captions = ["", f"sounding: {own}", f"audio: {own}", f"audio: {other}"]
+        folders = [own_audio, other_audio] + [folder for folder, _ in negatives.values()]
+        for folder in folders:
+            mask = _predicted_mask(folder, record, t)
+            row.append(image if mask is None else highlight_mask(image, mask, PREDICTION_COLOR))
+        row_captions += [notes.get(record["video_id"], "") for _, notes in negatives.values()]
+        panels.append(row)
+        row_titles.append([record["video_id"], f"frame {t + 1}"])
+        captions.append(row_captions)
     columns = ["frame", "ground truth", "prediction, own audio", "prediction, other audio"]
+    columns += [f"prediction, {condition}" for condition in negatives]
     grid = labelled_grid(panels, columns, row_titles, captions=captions)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     grid.save(path, quality=90)
     return path
+
+
+def negative_picture_columns(output_dir: str, dataset: str, conditions) -> dict:
+    """``negatives`` of :func:`comparison_picture`: per condition, its prediction folder and
+    what each clip hears (the off-screen clip's sounding classes)."""
+    from .evaluation.negative_audio import negative_dataset_name
+
+    columns = {}
+    for condition in conditions:
+        name = negative_dataset_name(dataset, condition)
+        notes = {}
+        for record in DatasetCatalog.get(name):
+            heard = ", ".join(map(str, record.get("audio_classes") or [])) or condition
+            notes[record["video_id"]] = f"audio: {heard}"
+        columns[condition] = (predictions_folder(output_dir, name), notes)
+    return columns
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,9 +339,15 @@ def run_synthetic_demo(
 
     other = register_shuffled_audio("synthetic_s4_test", "synthetic_s4_test_other_audio")
     results = {"weights": weights, "precision": precision, "seed": cfg.SEED, "trained": train}
+    results["negatives_trained"] = cfg.INPUT.NEGATIVE_AUDIO.PROB > 0
     for key, dataset in (("test", "synthetic_s4_test"), ("shuffled_audio", other)):
         results[key] = evaluate_weights(
-            cfg, weights, dataset, save_predictions=True, precision=precision
+            cfg,
+            weights,
+            dataset,
+            save_predictions=True,
+            precision=precision,
+            negative_audio=key == "test",
         )
     results["miou_drop"] = results["test"]["mIoU"] - results["shuffled_audio"]["mIoU"]
     results["predictions"] = predictions_folder(output_dir, "synthetic_s4_test")
@@ -313,6 +356,9 @@ def run_synthetic_demo(
         results["predictions"],
         predictions_folder(output_dir, other),
         os.path.join(output_dir, "comparison_grid.jpg"),
+        negatives=negative_picture_columns(
+            output_dir, "synthetic_s4_test", cfg.TEST.NEGATIVE_AUDIO.CONDITIONS
+        ),
     )
     results["train_seconds"] = train_seconds
     results["seconds"] = time.perf_counter() - start
@@ -340,13 +386,34 @@ def best_weights(output_dir: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # report
 # ---------------------------------------------------------------------------------------------
+#: Row titles of the negative conditions in the printed report.
+NEGATIVE_ROWS = {
+    "silence": "silence",
+    "noise": "noise",
+    "offscreen": "off-screen sound",
+}
+
+
+def negative_conditions(test: dict) -> list[str]:
+    """The negative conditions scored in the ``test`` results, in their order."""
+    suffix = "/fg_frame_share"
+    return [k.split("/")[1] for k in test if k.count("/") == 2 and k.endswith(suffix)]
+
+
 def target_checks(results: dict) -> list[tuple[str, bool]]:
-    """``(target, reached)`` for test mIoU, shuffled-audio drop and wall time."""
-    return [
+    """``(target, reached)`` for test mIoU, shuffled-audio drop and wall time; for a model
+    trained with negatives, the share of frames with a mask under each negative condition."""
+    checks = [
         (f"test mIoU >= {TARGET_MIOU}", results["test"]["mIoU"] >= TARGET_MIOU),
         (f"shuffled-audio drop >= {TARGET_DROP}", results["miou_drop"] >= TARGET_DROP),
         (f"wall time < {TARGET_SECONDS // 60} min", results["seconds"] < TARGET_SECONDS),
     ]
+    if results.get("negatives_trained"):
+        for c in negative_conditions(results["test"]):
+            share = results["test"][f"negative/{c}/fg_frame_share"]
+            reached = share <= TARGET_NEGATIVE_SHARE
+            checks.append((f"{c}: frames with a mask <= {TARGET_NEGATIVE_SHARE}", reached))
+    return checks
 
 
 def format_report(results: dict, quick: bool) -> str:
@@ -356,9 +423,20 @@ def format_report(results: dict, quick: bool) -> str:
         "",
         f"AVSegFormer (tiny, CPU, {results['precision']}, seed {results['seed']}) on the "
         "synthetic S4 test split" + (" [--quick: not trained to the targets]" if quick else ""),
-        f"  {'':24s} {'mIoU':>8s} {'F-score':>8s}",
+        f"  {'':24s} {'mIoU':>8s} {'F-score':>8s} {'frames w/ mask':>15s} {'mask area':>10s}",
         f"  {'audio of the clip':24s} {test['mIoU']:8.4f} {test['Fscore']:8.4f}",
         f"  {'audio of another clip':24s} {shuffled['mIoU']:8.4f} {shuffled['Fscore']:8.4f}",
+    ]
+    for c in negative_conditions(test):
+        share, area = test[f"negative/{c}/fg_frame_share"], test[f"negative/{c}/fg_area"]
+        lines.append(
+            f"  {NEGATIVE_ROWS.get(c, c):24s} {'-':>8s} {'-':>8s} {share:15.4f} {area:10.4f}"
+        )
+    if "listening_score" in test:
+        lines.append(
+            f"  listening score (mIoU vs. no mask under negatives): {test['listening_score']:.4f}"
+        )
+    lines += [
         f"  mIoU drop without the right audio: {results['miou_drop']:.4f}",
         f"  wall time: {results['seconds'] / 60:.1f} min "
         f"(train {results['train_seconds'] / 60:.1f} min)",

@@ -40,5 +40,10 @@ def add_avsegformer_model_config(cfg):
     m.MASK_LOSS_WEIGHT = 1.0
     # Weight of the dice loss on the channel mean of the mixed mask feature ("mix loss").
     m.MIX_LOSS_WEIGHT = 0.1
+    # "dice" only: a frame whose target is empty gives the dice loss no gradient (1 whatever
+    # the prediction). With a weight > 0 such a frame scores this times its binary cross-entropy
+    # against background instead, so that empty targets (negative audio, INPUT.NEGATIVE_AUDIO,
+    # or MS3's silent frames) teach the model to draw nothing. 0 = the original loss.
+    m.EMPTY_FRAME_LOSS_WEIGHT = 0.0
     # Frames are padded in the model to a multiple of this (the data mapper never pads).
     m.SIZE_DIVISIBILITY = 32

@@ -2,6 +2,7 @@
 
 from .avsegformer import add_avsegformer_model_config
 from .defaults import add_shared_config
+from .negative_audio import add_negative_audio_config
 
 __all__ = ["add_avsegformer_config"]
 
@@ -12,4 +13,5 @@ def add_avsegformer_config(cfg):
     if hasattr(cfg.MODEL, "AVSEGFORMER"):
         return
     add_shared_config(cfg)
+    add_negative_audio_config(cfg)
     add_avsegformer_model_config(cfg)

@@ -16,6 +16,13 @@ from .augmentations import IMAGE_PAD_VALUE, build_train_augmentations, pad_to_sq
 from .errors import AVSDataError
 from .maskiges import clip_maskige_files, read_maskige
 from .masks import IGNORE_LABEL, avss_palette, read_avs_mask
+from .negative_audio import (
+    SYNTHESIZED_CONDITIONS,
+    NegativeAudioSampler,
+    empty_labels,
+    is_negative,
+    negative_log_mel,
+)
 
 __all__ = ["AVSDatasetMapper", "frames_to_tensor", "resize_frame", "resize_geometry"]
 
@@ -117,8 +124,12 @@ class AVSDatasetMapper:
     * ``height``, ``width``: the evaluation size (``eval_size``, or the stored frame size
       when it is (0, 0)).
     * ``sem_seg`` (training only): int64 ``[T, H, W]`` class ids aligned with ``frames``, 255
-      where a frame is unannotated or padded. Evaluation reads no mask: the model ignores
+      where a frame is unannotated or padded; all 0 but the 255s for a negative clip. Evaluation reads no mask: the model ignores
       ground truth there, and the evaluator reads it from ``sem_seg_file_names``.
+
+    Negative audio (:mod:`avsegformer.data.negative_audio`): a record whose
+    ``negative_audio`` condition is ``silence`` or ``noise`` gets that sound's log-mel instead of
+    its file's; in training, ``negative_audio`` (a sampler) makes a share of the clips negative.
 
     Mask decoding follows the record's ``mask_format`` (``binary``: > 127 is foreground;
     ``palette``: exact colour match, unknown colour is an error; ``index``), see
@@ -139,6 +150,7 @@ class AVSDatasetMapper:
         augmentations: Sequence[T.Augmentation | T.Transform] = (),
         pad_size: int = -1,
         maskige_folder: str = "",
+        negative_audio: NegativeAudioSampler | None = None,
     ):
         """
         Args:
@@ -160,6 +172,8 @@ class AVSDatasetMapper:
                 lies beyond), as Mask2Former's semantic mapper; <= 0 = no padding.
             maskige_folder: read the clip's maskiges from this folder of the AVSBench layout
                 (see :func:`avsegformer.data.maskiges.clip_maskige_files`); "" = none.
+            negative_audio: training only: turns a share of the clips into negatives (their
+                audio replaced, their masks emptied); None = off.
         """
         if resize_mode not in _RESIZE_MODES:
             raise ValueError(f"resize_mode must be one of {_RESIZE_MODES}, got {resize_mode!r}")
@@ -179,6 +193,7 @@ class AVSDatasetMapper:
         self.augmentations = T.AugmentationList(list(augmentations)) if augmentations else None
         self.pad_size = int(pad_size)
         self.maskige_folder = maskige_folder
+        self.negative_audio = negative_audio if is_train else None
         self._palettes = {}
         mode = "train" if is_train else "eval"
         logger.info(
@@ -208,6 +223,7 @@ class AVSDatasetMapper:
             "augmentations": build_train_augmentations(cfg) if is_train else [],
             "pad_size": cfg.INPUT.SIZE_DIVISIBILITY,
             "maskige_folder": cfg.INPUT.MASKIGE_FOLDER,
+            "negative_audio": NegativeAudioSampler.from_config(cfg) if is_train else None,
         }
 
     # -----------------------------------------------------------------------------------------
@@ -238,8 +254,18 @@ class AVSDatasetMapper:
             )
         return path
 
+    def _log_mel(self, record: dict, num_frames: int) -> torch.Tensor:
+        """float32 ``[T, 96, 64]``: the made sound of a silence/noise record, else the file's."""
+        negative = record.get("negative_audio") or {}
+        if negative.get("condition") in SYNTHESIZED_CONDITIONS:
+            return negative_log_mel(negative, num_frames)
+        audio_path = self._audio_path(record)
+        return fit_examples(load_log_mel(audio_path), num_frames, self.audio_pad, source=audio_path)
+
     def __call__(self, dataset_dict: dict) -> dict:
         record = copy.deepcopy(dataset_dict)
+        if self.negative_audio is not None:
+            record = self.negative_audio(record)
         num_frames = len(record["file_names"])
         mask_paths = record.get("sem_seg_file_names") or [None] * num_frames
         valid = list(record.get("frame_valid") or [True] * num_frames)
@@ -263,14 +289,13 @@ class AVSDatasetMapper:
             if self.pad_size > 0:
                 frames, labels, maskiges = self._pad(frames, labels, valid, maskiges)
             record["sem_seg"] = torch.as_tensor(np.stack(labels).astype(np.int64))
+            if is_negative(record):
+                record["sem_seg"] = empty_labels(record["sem_seg"])
 
         record["frames"] = frames_to_tensor(frames, self.image_format)
         if maskiges is not None:
             record["maskiges"] = frames_to_tensor(maskiges, self.image_format)
-        audio_path = self._audio_path(record)
-        record["log_mel"] = fit_examples(
-            load_log_mel(audio_path), num_frames, self.audio_pad, source=audio_path
-        )
+        record["log_mel"] = self._log_mel(record, num_frames)
         record["frame_valid"] = torch.tensor(valid, dtype=torch.bool)
         record["height"], record["width"] = int(height), int(width)
         return record

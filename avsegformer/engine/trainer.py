@@ -203,12 +203,20 @@ class Trainer(DefaultTrainer):
         DDP runs with ``broadcast_buffers=False`` (as in Detectron2), so each process keeps its
         own BatchNorm running statistics; only rank 0's are checkpointed. Evaluating with them
         on every shard makes a multi-process evaluation equal to a one-process one.
+
+        With ``TEST.NEGATIVE_AUDIO.ENABLED`` every test dataset is also scored under negative
+        audio (:mod:`avsegformer.evaluation.negative_audio`), for any meta-architecture.
         """
         if comm.get_world_size() > 1:
             with torch.no_grad():
                 for buffer in getattr(model, "module", model).buffers():
                     dist.broadcast(buffer, src=0)
-        return super().test(cfg, model, evaluators=evaluators)
+        results = super().test(cfg, model, evaluators=evaluators)
+        if evaluators is None and cfg.TEST.NEGATIVE_AUDIO.ENABLED:
+            from ..evaluation.negative_audio import add_negative_audio_results
+
+            results = add_negative_audio_results(cfg, model, results, cls.build_test_loader)
+        return results
 
     @classmethod
     def build_optimizer(cls, cfg, model):

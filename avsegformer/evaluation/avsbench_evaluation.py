@@ -141,30 +141,8 @@ class AVSBenchEvaluator(DatasetEvaluator):
             outputs: one ``{"sem_seg": [T, K, h, w]}`` per clip (probabilities).
         """
         for clip, output in zip(inputs, outputs):
-            probs = output["sem_seg"].detach().to("cpu", torch.float32)
+            probs = self._checked_probs(clip, output)
             video_id = str(clip.get("video_id", ""))
-            if probs.dim() != 4 or probs.shape[1] != self._num_classes:
-                raise ValueError(
-                    f"clip {video_id!r} of {self._dataset_name}: expected sem_seg [T, K, h, w] "
-                    f"with K = {self._num_classes}, got {tuple(probs.shape)}"
-                )
-            if probs.numel() and not (
-                torch.isfinite(probs).all() and probs.min() >= 0 and probs.max() <= 1
-            ):
-                # Logits passed by mistake would be thresholded at 0.5 instead of 0.
-                raise ValueError(
-                    f"clip {video_id!r} of {self._dataset_name}: sem_seg must hold probabilities "
-                    f"in [0, 1], got values in [{probs.min().item():.4g}, "
-                    f"{probs.max().item():.4g}]"
-                )
-            expected_size = (clip.get("height"), clip.get("width"))
-            if all(expected_size) and tuple(probs.shape[-2:]) != tuple(expected_size):
-                # Scoring at another size would silently change every number.
-                raise ValueError(
-                    f"clip {video_id!r} of {self._dataset_name}: the prediction is "
-                    f"{tuple(probs.shape[-2:])} but the input asks for (height, width) = "
-                    f"{tuple(expected_size)}"
-                )
             frames = self._scored_frames(clip, probs.shape[0])
             gt = read_clip_ground_truth(
                 clip["sem_seg_file_names"] if frames else [],
@@ -195,15 +173,39 @@ class AVSBenchEvaluator(DatasetEvaluator):
                     self._palette,
                 )
 
+    def _checked_probs(self, clip: Dict[str, Any], output: Dict[str, Any]) -> torch.Tensor:
+        """The clip's ``sem_seg`` on the CPU in float32 [T, K, h, w], or a ValueError naming
+        the clip when its shape, range or size is wrong."""
+        probs = output["sem_seg"].detach().to("cpu", torch.float32)
+        video_id = str(clip.get("video_id", ""))
+        if probs.dim() != 4 or probs.shape[1] != self._num_classes:
+            raise ValueError(
+                f"clip {video_id!r} of {self._dataset_name}: expected sem_seg [T, K, h, w] "
+                f"with K = {self._num_classes}, got {tuple(probs.shape)}"
+            )
+        if probs.numel() and not (
+            torch.isfinite(probs).all() and probs.min() >= 0 and probs.max() <= 1
+        ):
+            # Logits passed by mistake would be thresholded at 0.5 instead of 0.
+            raise ValueError(
+                f"clip {video_id!r} of {self._dataset_name}: sem_seg must hold probabilities "
+                f"in [0, 1], got values in [{probs.min().item():.4g}, "
+                f"{probs.max().item():.4g}]"
+            )
+        expected_size = (clip.get("height"), clip.get("width"))
+        if all(expected_size) and tuple(probs.shape[-2:]) != tuple(expected_size):
+            # Scoring at another size would silently change every number.
+            raise ValueError(
+                f"clip {video_id!r} of {self._dataset_name}: the prediction is "
+                f"{tuple(probs.shape[-2:])} but the input asks for (height, width) = "
+                f"{tuple(expected_size)}"
+            )
+        return probs
+
     def evaluate(self):
-        if self._distributed:
-            comm.synchronize()
-            gathered = comm.gather(self._clips, dst=0)
-            if not comm.is_main_process():
-                return None
-        else:
-            gathered = [self._clips]
-        clips = self._in_dataset_order(gathered)
+        clips = self._gathered_clips()
+        if clips is None:
+            return None
         if not clips:
             logger.warning("AVSBenchEvaluator on %s got no predictions", self._dataset_name)
             return OrderedDict({"avs": {}})
@@ -217,6 +219,18 @@ class AVSBenchEvaluator(DatasetEvaluator):
         self._write_json(results, details, num_clips=len(clips))
         logger.info("AVSBench results on %s: %s", self._dataset_name, results)
         return OrderedDict({"avs": results})
+
+    def _gathered_clips(self) -> List[Dict[str, Any]] | None:
+        """Every process's clip statistics in dataset order on the main process; None on the
+        others."""
+        if self._distributed:
+            comm.synchronize()
+            gathered = comm.gather(self._clips, dst=0)
+            if not comm.is_main_process():
+                return None
+        else:
+            gathered = [self._clips]
+        return self._in_dataset_order(gathered)
 
     # ---------------------------------------------------------------------------------------
     # per clip

@@ -5,15 +5,17 @@ A model that uses the sound then segments the object that the borrowed sound nam
 and its mIoU drops; a model that looks only at the picture scores the same as with its own audio.
 """
 
-import copy
-
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-__all__ = ["AUDIO_KEYS", "shuffled_audio_records", "register_shuffled_audio"]
+from ..data.offscreen import AUDIO_KEYS, borrow_audio
 
-#: Record keys that point at a clip's audio (log-mel pickle or wav); all move together.
-AUDIO_KEYS = ("audio_file_name", "audio_wav_file_name")
+__all__ = [
+    "AUDIO_KEYS",
+    "register_derived_dataset",
+    "register_shuffled_audio",
+    "shuffled_audio_records",
+]
 
 
 def shuffled_audio_records(records: list[dict], seed: int = 0) -> list[dict]:
@@ -34,27 +36,33 @@ def shuffled_audio_records(records: list[dict], seed: int = 0) -> list[dict]:
         if not donors:
             donors = [r for i, r in enumerate(records) if i != index] or [record]
         donor = donors[int(rng.integers(len(donors)))]
-        copied = copy.deepcopy(record)
-        for key in AUDIO_KEYS:
-            if key in donor:
-                copied[key] = donor[key]
-            else:
-                copied.pop(key, None)
-        copied["audio_donor"] = donor.get("video_id")
-        copied["audio_category"] = donor.get("category")
-        shuffled.append(copied)
+        shuffled.append(borrow_audio(record, donor))
     return shuffled
+
+
+def register_derived_dataset(source: str, name: str, derive) -> str:
+    """Register ``name`` as ``derive(records of source)`` with ``source``'s metadata, replacing
+    an earlier registration of ``name``. The derived records are computed once, on first use.
+    Returns ``name``."""
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+    if name in MetadataCatalog.list():
+        MetadataCatalog.remove(name)
+    cache = []
+
+    def load():
+        if not cache:
+            cache.append(derive(DatasetCatalog.get(source)))
+        return list(cache[0])
+
+    DatasetCatalog.register(name, load)
+    metadata = MetadataCatalog.get(source).as_dict()
+    metadata.pop("name", None)
+    MetadataCatalog.get(name).set(**metadata)
+    return name
 
 
 def register_shuffled_audio(source: str, name: str, seed: int = 0) -> str:
     """Register ``name`` as :func:`shuffled_audio_records` of dataset ``source``, with the same
     metadata (replacing an earlier registration of ``name``). Returns ``name``."""
-    if name in DatasetCatalog.list():
-        DatasetCatalog.remove(name)
-    if name in MetadataCatalog.list():
-        MetadataCatalog.remove(name)
-    DatasetCatalog.register(name, lambda: shuffled_audio_records(DatasetCatalog.get(source), seed))
-    metadata = MetadataCatalog.get(source).as_dict()
-    metadata.pop("name", None)
-    MetadataCatalog.get(name).set(**metadata)
-    return name
+    return register_derived_dataset(source, name, lambda r: shuffled_audio_records(r, seed))

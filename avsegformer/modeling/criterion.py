@@ -55,6 +55,9 @@ class AVSegFormerCriterion(nn.Module):
         "bce": binary cross-entropy on the sigmoid (log clamped at -100 like ``nn.BCELoss``),
             mean over pixels; the original's unused alternative;
         "ce": per-pixel cross-entropy over the classes (AVSS), mean per frame then over frames.
+    With ``empty_frame_weight`` > 0 ("dice" only), a frame whose target has no foreground pixel
+    (where the dice loss is 1 with no gradient) scores ``empty_frame_weight`` times its binary
+    cross-entropy against background instead, in the main loss.
     Mix loss: the channel mean of the mixed mask feature, up-sampled (bilinear) to the target
     size, taken as a logit map against the foreground (label > 0): :func:`dice_loss` (mean over
     frames) for "dice" and "ce", binary cross-entropy for "bce" (the original uses its main
@@ -68,8 +71,12 @@ class AVSegFormerCriterion(nn.Module):
         mask_loss_weight: float = 1.0,
         mix_loss_weight: float = 0.1,
         ignore_label: int = 255,
+        empty_frame_weight: float = 0.0,
     ):
         super().__init__()
+        if empty_frame_weight < 0:
+            raise ValueError(f"empty_frame_weight must be >= 0, got {empty_frame_weight}")
+        self.empty_frame_weight = empty_frame_weight
         if mask_loss not in ("dice", "bce", "ce"):
             raise ValueError(f"mask loss must be 'dice', 'bce' or 'ce', got {mask_loss!r}")
         self.mask_loss = mask_loss
@@ -118,7 +125,7 @@ class AVSegFormerCriterion(nn.Module):
         if self.mask_loss == "ce":
             loss_mask = self._cross_entropy(pred_logits, targets, pixel_weights)
         elif self.mask_loss == "dice":
-            loss_mask = dice_loss(pred_logits[:, 0], foreground, pixel_weights).mean()
+            loss_mask = self._dice_or_empty(pred_logits[:, 0], foreground, pixel_weights)
         else:
             loss_mask = self._binary_cross_entropy(pred_logits[:, 0], foreground, pixel_weights)
 
@@ -134,6 +141,23 @@ class AVSegFormerCriterion(nn.Module):
             "loss_mask": self.mask_loss_weight * loss_mask,
             "loss_mix": self.mix_loss_weight * loss_mix,
         }
+
+    def _dice_or_empty(self, logits, foreground, pixel_weights):
+        """Mean over frames of the dice loss, or of the weighted BCE for empty frames."""
+        per_frame = dice_loss(logits, foreground, pixel_weights)
+        if self.empty_frame_weight > 0:
+            empty = foreground.flatten(1).sum(1) == 0
+            if bool(empty.any()):
+                bce = F.binary_cross_entropy_with_logits(
+                    logits, foreground, reduction="none"
+                ).flatten(1)
+                if pixel_weights is None:
+                    bce = bce.mean(1)
+                else:
+                    weights = pixel_weights.flatten(1)
+                    bce = (bce * weights).sum(1) / weights.sum(1).clamp(min=1)
+                per_frame = torch.where(empty, self.empty_frame_weight * bce, per_frame)
+        return per_frame.mean()
 
     def _cross_entropy(self, logits, targets, pixel_weights):
         per_pixel = F.cross_entropy(

@@ -33,6 +33,7 @@ from .layout import (
     AVSBENCH_SUBSETS,
     AVSS_CLASS_FILE,
     AVSS_LABELS,
+    CLIP_CLASSES_FILE,
     SPLITS,
     ClipFiles,
     avss_clip_files,
@@ -141,6 +142,25 @@ def _finish(records: list[dict], probe_sizes: bool) -> list[dict]:
     return records
 
 
+def _attach_clip_classes(records: list[dict], root: str) -> list[dict]:
+    """Copy ``sounding_classes``/``visible_classes`` from the optional ``clip_classes.json``
+    of ``root`` (see :data:`.layout.CLIP_CLASSES_FILE`) into the records it lists."""
+    path = os.path.join(root, CLIP_CLASSES_FILE)
+    if not os.path.isfile(path):
+        return records
+    try:
+        with open(path, encoding="utf-8") as f:
+            table = json.load(f)
+        for record in records:
+            entry = table.get(record["video_id"])
+            if entry is not None:
+                record["sounding_classes"] = list(entry["sounding"])
+                record["visible_classes"] = list(entry["visible"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise AVSDataError(f"{path}: not a table of clip classes ({err!r})") from err
+    return records
+
+
 def _check_split(split: str) -> None:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -182,7 +202,7 @@ def load_avsbench_s4(root: str, split: str, *, probe_sizes: bool = True) -> list
         name, category = row["name"], row["category"]
         record = _binary_record(name, s4_clip_files(root, split, category, name))
         records.append({**record, "category": category})
-    return _finish(records, probe_sizes)
+    return _finish(_attach_clip_classes(records, root), probe_sizes)
 
 
 def load_avsbench_ms3(root: str, split: str, *, probe_sizes: bool = True) -> list[dict]:
@@ -203,7 +223,7 @@ def load_avsbench_ms3(root: str, split: str, *, probe_sizes: bool = True) -> lis
     for row in _split_rows(_metadata_table(root, "ms3"), split, columns):
         name = row["name"]
         records.append(_binary_record(name, ms3_clip_files(root, split, name)))
-    return _finish(records, probe_sizes)
+    return _finish(_attach_clip_classes(records, root), probe_sizes)
 
 
 def load_avsbench_avss(
@@ -258,7 +278,7 @@ def load_avsbench_avss(
                 "mask_format": "palette",
             }
         )
-    return _finish(records, probe_sizes)
+    return _finish(_attach_clip_classes(records, root), probe_sizes)
 
 
 _LOADERS = {"s4": load_avsbench_s4, "ms3": load_avsbench_ms3, "avss": load_avsbench_avss}

@@ -36,6 +36,7 @@ __all__ = [
     "AVSS_CLASS_FILE",
     "AVSS_LABELS",
     "AVSS_MASKIGE_SIZE",
+    "CLIP_CLASSES_FILE",
     "MASKIGE_FOLDER",
     "MASKIGE_SUFFIX",
     "METADATA_COLUMNS",
@@ -81,6 +82,12 @@ AVSS_LABELS = {"v1s": 5, "v1m": 5, "v2": 10}
 
 #: The AVSS class table (name -> index) beside ``metadata.csv``.
 AVSS_CLASS_FILE = "label2idx.json"
+
+#: Not part of AVSBench: an optional table beside a subset's metadata, ``{video_id: {"sounding":
+#: [class names], "visible": [class names]}}``, written by the synthetic generator (which knows
+#: every object). The loaders copy it into the records as ``sounding_classes`` and
+#: ``visible_classes``, which make the off-screen negative audio exact.
+CLIP_CLASSES_FILE = "clip_classes.json"
 
 #: The folder of the released maskiges in each subset, and the suffix replacing a frame's
 #: extension in a maskige's file name.

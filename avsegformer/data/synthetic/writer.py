@@ -5,6 +5,8 @@ tensor ``[T, 1, 96, 64]`` computed from the written samples by
 :func:`avsegformer.data.audio.waveform_to_examples`. Maskiges (COMBO's second input) go to the
 released maskiges' folder: every object, sounding or not, is one region of a class-agnostic
 segmentation painted by :func:`avsegformer.data.maskiges.save_maskige`, the background another.
+Each subset also gets ``clip_classes.json`` (:data:`~avsegformer.data.datasets.layout.CLIP_CLASSES_FILE`):
+the sounding and the visible classes of every clip, silent objects included.
 """
 
 import csv
@@ -22,6 +24,7 @@ from ..audio import SAMPLE_RATE, waveform_to_examples
 from ..datasets.layout import (
     AVSBENCH_SUBSETS,
     AVSS_CLASS_FILE,
+    CLIP_CLASSES_FILE,
     MASKIGE_FOLDER,
     METADATA_COLUMNS,
     SPLITS,
@@ -36,6 +39,7 @@ from .scene import CLASS_LOOKS, MAX_CLASSES
 
 __all__ = [
     "avss_class_names",
+    "clip_classes_entry",
     "generate",
     "write_avss_clip",
     "write_ms3_clip",
@@ -149,21 +153,31 @@ def avss_class_names(num_classes: int) -> List[str]:
     return names + [f"unused_{i}" for i in range(len(names), AVSS_NUM_CLASSES)]
 
 
+def clip_classes_entry(clip: SyntheticClip) -> Dict[str, List[str]]:
+    """A clip's entry of ``clip_classes.json``: the names of its sounding and visible classes."""
+    visible = sorted({o.class_index for o in clip.objects})
+    return {
+        "sounding": [CLASS_LOOKS[c].name for c in clip.sounding_classes],
+        "visible": [CLASS_LOOKS[c].name for c in visible],
+    }
+
+
 def _write_clip(root, subset, split, index, clip, palette, maskige_folder) -> tuple:
-    """Write clip ``index`` of ``split``; returns its row of the subset's metadata table."""
+    """Write clip ``index`` of ``split``; returns its id (``video_id`` of its record) and its
+    row of the subset's metadata table."""
     if subset == "s4":
         name = f"syn_s4_{split}_{index:05d}"
-        return (name, 0, write_s4_clip(root, split, name, clip, maskige_folder), split)
+        return name, (name, 0, write_s4_clip(root, split, name, clip, maskige_folder), split)
     if subset == "ms3":
         name = f"syn_ms3_{split}_{index:05d}"
         write_ms3_clip(root, split, name, clip, maskige_folder)
-        return (name, split)
+        return name, (name, split)
     part = avss_part(index)
     vid = f"syn{SPLITS.index(split)}{index:07d}"
     uid = f"{vid}_0_{len(clip.frames) * 1000}"
     write_avss_clip(root, split, part, uid, clip, palette, maskige_folder)
     audible = ",".join(CLASS_LOOKS[c].name for c in clip.sounding_classes)
-    return (vid, uid, 0, 0, audible, split, part)
+    return uid, (vid, uid, 0, 0, audible, split, part)
 
 
 def generate(
@@ -208,13 +222,19 @@ def generate(
         root = os.path.join(output, layout["folder"])
         os.makedirs(root, exist_ok=True)
         folders[subset] = root
-        rows = []
+        rows, classes = [], {}
         for split in SPLITS:
             for index in range(split_sizes.get(split, 0)):
                 clip = dataset_clip(seed, subset, split, index, num_classes=num_classes, size=size)
-                rows.append(_write_clip(root, subset, split, index, clip, palette, maskige_folder))
+                video_id, row = _write_clip(
+                    root, subset, split, index, clip, palette, maskige_folder
+                )
+                rows.append(row)
+                classes[video_id] = clip_classes_entry(clip)
                 bar.update(1)
         _write_csv(os.path.join(root, layout["metadata_file"]), METADATA_COLUMNS[subset], rows)
+        with open(os.path.join(root, CLIP_CLASSES_FILE), "w", encoding="utf-8") as f:
+            json.dump(classes, f, indent=1)
         if subset == "avss":
             label2idx = {name: i for i, name in enumerate(avss_class_names(num_classes))}
             with open(os.path.join(root, AVSS_CLASS_FILE), "w", encoding="utf-8") as f:

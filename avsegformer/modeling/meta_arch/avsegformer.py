@@ -142,6 +142,7 @@ class AVSegFormer(nn.Module):
                 mask_loss=m.MASK_LOSS,
                 mask_loss_weight=m.MASK_LOSS_WEIGHT,
                 mix_loss_weight=m.MIX_LOSS_WEIGHT,
+                empty_frame_weight=m.EMPTY_FRAME_LOSS_WEIGHT,
             ),
             "num_classes": m.NUM_CLASSES,
             "freeze_audio_backbone": cfg.MODEL.AUDIO.FREEZE,
