@@ -326,3 +326,30 @@ def test_ignored_pixels_are_neither_scored_nor_background(mask_loss, num_classes
     as_background = criterion(logits, mask_feature, targets.masked_fill(targets == 255, 0))
     assert not torch.allclose(as_background["loss_mask"], losses["loss_mask"])
     assert not torch.allclose(as_background["loss_mix"], losses["loss_mix"])
+
+
+def test_empty_frames_get_a_gradient_only_with_the_empty_frame_weight():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 1, 8, 8, generator=g)
+    mask_feature = torch.randn(2, 4, 4, 4, generator=g)
+    targets = torch.zeros(2, 8, 8, dtype=torch.long)
+    targets[0, :4, :4] = 1  # frame 0 has an object, frame 1 is empty (a negative clip)
+    targets[1, :, 6:] = 255  # ignore stays ignore
+
+    def loss_and_grad(weight):
+        x = logits.clone().requires_grad_(True)
+        loss = AVSegFormerCriterion(empty_frame_weight=weight)(x, mask_feature, targets)
+        loss["loss_mask"].backward()
+        return loss["loss_mask"], x.grad
+
+    plain, plain_grad = loss_and_grad(0.0)
+    # The original dice loss: the empty frame is 1 whatever the prediction, no gradient.
+    assert plain_grad[1].abs().sum() == 0
+    weighted, weighted_grad = loss_and_grad(2.0)
+    assert torch.equal(weighted_grad[0], plain_grad[0])  # the annotated frame is unchanged
+    assert (weighted_grad[1, 0, :, :6] > 0).all()  # every valid pixel pushed to background
+    assert (weighted_grad[1, 0, :, 6:] == 0).all()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits[1, 0, :, :6], torch.zeros(8, 6)
+    )
+    torch.testing.assert_close(weighted, (plain * 2 - 1 + 2.0 * bce) / 2)

@@ -97,6 +97,14 @@ def test_quick_demo_trains_evaluates_and_writes_outputs(quick_demo):
         assert 0.0 <= results[key]["mIoU"] <= 1.0
         assert 0.0 <= results[key]["Fscore"] <= 1.0
     assert "mIoU" in stdout and "audio of another clip" in stdout
+    # The negative-audio rows beside the other-audio row, and their numbers in the results.
+    for row in ("silence", "noise", "off-screen sound", "listening score"):
+        assert row in stdout
+    for condition in ("silence", "noise", "offscreen"):
+        share = results["test"][f"negative/{condition}/fg_frame_share"]
+        assert 0.0 <= share <= 1.0
+        assert 0.0 <= results["test"][f"negative/{condition}/fg_area"] <= share
+    assert 0.0 <= results["test"]["listening_score"] <= 1.0
     # Training artefacts: checkpoints, Detectron2's metrics.json and TensorBoard events.
     assert (out / "model_final.pth").is_file()
     assert (out / "model_best.pth").is_file()
@@ -109,9 +117,13 @@ def test_quick_demo_trains_evaluates_and_writes_outputs(quick_demo):
     for predictions in (Path(results["predictions"]), out / "inference" / OTHER_AUDIO):
         assert len(list(predictions.rglob("*_overlay.jpg"))) == 10
         assert len(list(predictions.rglob("*.png"))) == 10
+    for condition in ("silence", "noise"):
+        negative = out / "inference" / f"synthetic_s4_test_negative_{condition}" / "predictions"
+        assert len(list(negative.rglob("*.png"))) == 10
     with Image.open(results["comparison_picture"]) as picture:
-        # 2 clips x 4 panels of 256 px, with title bands.
-        assert picture.width > 4 * 256 and picture.height > 2 * 256
+        # 2 clips x 7 panels of 256 px (frame, truth, own, other, silence, noise, off-screen),
+        # with title bands.
+        assert picture.width >= 7 * 256 and picture.height > 2 * 256
     assert not list(out.glob("*.tmp-*")), "a temporary checkpoint file was left behind"
 
 
@@ -137,6 +149,7 @@ def test_eval_only_reproduces_the_demo_numbers(quick_demo, datasets_dir, tmp_pat
             "--eval-only",
             "MODEL.WEIGHTS", results["weights"],
             "DATASETS.TEST", "('synthetic_s4_test',)",
+            "TEST.NEGATIVE_AUDIO.ENABLED", "True",
             "OUTPUT_DIR", tmp_path,
             *TINY_OPTS,
         ],
@@ -145,6 +158,9 @@ def test_eval_only_reproduces_the_demo_numbers(quick_demo, datasets_dir, tmp_pat
     evaluated = json.loads((tmp_path / "eval_results.json").read_text())["avs"]
     assert evaluated["mIoU"] == pytest.approx(results["test"]["mIoU"], abs=1e-6)
     assert evaluated["Fscore"] == pytest.approx(results["test"]["Fscore"], abs=1e-6)
+    # --eval-only scores the negative conditions like the demo, seeded the same way.
+    for key in ("negative/noise/fg_area", "negative/offscreen/fg_area", "listening_score"):
+        assert evaluated[key] == pytest.approx(results["test"][key], abs=1e-6)
 
 
 def _tagged_iteration(tag: Path) -> int:
@@ -215,7 +231,11 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_torchrun_two_cpu_processes_train_and_gather_evaluation(datasets_dir, tmp_path):
     train_dir, eval_dir = tmp_path / "train", tmp_path / "eval"
-    common = ["DATASETS.TEST", "('synthetic_s4_test',)", *TINY_OPTS]
+    common = [
+        "DATASETS.TEST", "('synthetic_s4_test',)",
+        "TEST.NEGATIVE_AUDIO.ENABLED", "True",
+        *TINY_OPTS,
+    ]  # fmt: skip
     _run(
         [
             "-m", "torch.distributed.run",
@@ -226,6 +246,9 @@ def test_torchrun_two_cpu_processes_train_and_gather_evaluation(datasets_dir, tm
             "--config-file", CONFIG,
             *common,
             "SOLVER.MAX_ITER", "2",
+            # Negatives of every condition in both processes' training batches.
+            "INPUT.NEGATIVE_AUDIO.PROB", "0.5",
+            "MODEL.AVSEGFORMER.EMPTY_FRAME_LOSS_WEIGHT", "1.0",
             "SOLVER.CHECKPOINT_PERIOD", "100",
             "TEST.EVAL_PERIOD", "0",
             "OUTPUT_DIR", train_dir,
@@ -250,3 +273,9 @@ def test_torchrun_two_cpu_processes_train_and_gather_evaluation(datasets_dir, tm
     one_process = json.loads((eval_dir / "eval_results.json").read_text())["avs"]
     assert one_process["mIoU"] == pytest.approx(two_process["mIoU"], abs=1e-6)
     assert one_process["Fscore"] == pytest.approx(two_process["Fscore"], abs=1e-6)
+    # The negative-audio numbers do not depend on the number of processes either.
+    negative = [k for k in one_process if k.startswith("negative/") or k == "listening_score"]
+    assert "negative/silence/fg_frame_share" in negative and "listening_score" in negative
+    assert sorted(negative) == sorted(k for k in two_process if k in negative)
+    for key in negative:
+        assert one_process[key] == pytest.approx(two_process[key], abs=1e-6), key
