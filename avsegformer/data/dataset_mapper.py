@@ -124,8 +124,9 @@ class AVSDatasetMapper:
     * ``height``, ``width``: the evaluation size (``eval_size``, or the stored frame size
       when it is (0, 0)).
     * ``sem_seg`` (training only): int64 ``[T, H, W]`` class ids aligned with ``frames``, 255
-      where a frame is unannotated or padded; all 0 but the 255s for a negative clip. Evaluation reads no mask: the model ignores
-      ground truth there, and the evaluator reads it from ``sem_seg_file_names``.
+      where a frame is unannotated or padded; all 0 but the 255s for a negative clip.
+      Evaluation reads no mask: the model ignores ground truth there, and the evaluator reads
+      it from ``sem_seg_file_names``.
 
     Negative audio (:mod:`avsegformer.data.negative_audio`): a record whose
     ``negative_audio`` condition is ``silence`` or ``noise`` gets that sound's log-mel instead of
