@@ -300,9 +300,7 @@ def test_family_is_detected_from_the_keys(r50_checkpoint):
     assert output["model"].keys() == convert_avsegformer_checkpoint(pvt).keys()
 
 
-@pytest.mark.parametrize(
-    "keys", ["combo/COMBO_R50_s4.keys.txt", "modat/MoDAT_pvt2_s4.keys.txt", "vggish_keys.txt"]
-)
+@pytest.mark.parametrize("keys", ["combo/COMBO_R50_s4.keys.txt", "vggish_keys.txt"])
 def test_checkpoints_of_unknown_families_are_refused(keys, tmp_path):
     checkpoint = synthesize(read_key_list(keys))
     with pytest.raises(ValueError, match="not a checkpoint of a known family .*AVSegFormer"):

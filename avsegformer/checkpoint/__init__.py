@@ -4,13 +4,14 @@ names, reading weight files, loading a built model's weights, and crash-safe sav
 * :mod:`.rules`: the rename-rule machinery of every converter;
 * :mod:`.backbones`: key maps of pretrained ResNet, PVTv2 and VGGish files;
 * :mod:`.avsegformer`: the key map of original AVSegFormer checkpoints;
+* :mod:`.modat`: the key map of original MoDAT checkpoints;
 * :mod:`.families`: which original code wrote a checkpoint (``register_checkpoint_family``);
 * :mod:`.files`: ``torch.load`` that never runs pickled code;
 * :mod:`.pretrained`: :func:`load_model_weights`, the weight loading of every tool;
 * :mod:`.checkpointer`: :class:`AtomicDetectionCheckpointer`.
 """
 
-# Importing .avsegformer registers the AVSegFormer checkpoint family.
+# Importing .avsegformer and .modat registers their checkpoint families.
 from .avsegformer import convert_avsegformer_checkpoint, convert_avsegformer_head
 from .backbones import convert_pvt_v2, convert_torchvision_resnet, convert_vggish
 from .checkpointer import AtomicDetectionCheckpointer, atomic_write
@@ -23,6 +24,12 @@ from .families import (
     register_checkpoint_family,
 )
 from .files import load_tensor_file, load_weights_file
+from .modat import (
+    convert_modat_checkpoint,
+    convert_modat_head,
+    convert_modat_mixer,
+    convert_modat_query_generator,
+)
 from .pretrained import load_model_weights, load_pretrained_audio_backbone, read_audio_weights
 from .rules import unwrap_state_dict
 
@@ -35,6 +42,10 @@ __all__ = [
     "convert_avsegformer_head",
     "convert_checkpoint",
     "convert_checkpoint_file",
+    "convert_modat_checkpoint",
+    "convert_modat_head",
+    "convert_modat_mixer",
+    "convert_modat_query_generator",
     "convert_pvt_v2",
     "convert_torchvision_resnet",
     "convert_vggish",

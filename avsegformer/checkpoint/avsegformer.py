@@ -13,7 +13,14 @@ from .backbones import VGGISH_ENTRIES, pvt_v2_rules, resnet_rules
 from .families import register_checkpoint_family
 from .rules import WEIGHT_BIAS, apply_rules, rule, unwrap_state_dict
 
-__all__ = ["convert_avsegformer_checkpoint", "convert_avsegformer_head"]
+__all__ = [
+    "PVT_RULES",
+    "QUERY_GENERATOR_LAYER_PARTS",
+    "RESNET_RULES",
+    "SHARED_HEAD_RULES",
+    "convert_avsegformer_checkpoint",
+    "convert_avsegformer_head",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +30,9 @@ _ENCODER_PARTS = (
     r"|linear2"
 )
 
-_HEAD_RULES = [
+#: Rules of the head parts every AVSegFormer-derived model shares (all but the query generator
+#: and the fusion block), and of ``audio_proj`` and VGGish.
+SHARED_HEAD_RULES = [
     rule(r"head\.level_embed", "pixel_decoder.level_embed"),
     rule(rf"head\.in_proj\.(\d+)\.([01])\.{WEIGHT_BIAS}", r"pixel_decoder.input_proj.\1.\2.\3"),
     rule(
@@ -32,17 +41,11 @@ _HEAD_RULES = [
     ),
     rule(rf"head\.lateral_conv\.([01])\.{WEIGHT_BIAS}", r"pixel_decoder.lateral_conv.\1.\2"),
     rule(rf"head\.out_conv\.([01])\.{WEIGHT_BIAS}", r"pixel_decoder.output_conv.\1.\2"),
-    rule(r"head\.query_generator\.query\.weight", "query_generator.query.weight"),
-    rule(
-        rf"head\.query_generator\.layers\.(\d+)\.({_MHA}|(ffn\.[02]|norm[123])\.{WEIGHT_BIAS})",
-        r"query_generator.layers.\1.\2",
-    ),
     rule(r"head\.learnable_query\.weight", "learnable_query.weight"),
     rule(
         rf"head\.transformer\.decoder\.layers\.(\d+)\.({_MHA}|(norm[123]|linear[12])\.{WEIGHT_BIAS})",
         r"transformer_decoder.layers.\1.\2",
     ),
-    rule(rf"head\.fusion_block\.((q_proj|kv_proj|proj)\.{WEIGHT_BIAS})", r"mixer.\1"),
     rule(rf"head\.mlp\.layers\.([012])\.{WEIGHT_BIAS}", r"mask_head.mlp.layers.\1.\2"),
     rule(rf"head\.fc\.([024])\.{WEIGHT_BIAS}", r"mask_head.fc.\1.\2"),
     rule(r"head\.fpn\..+", None, "head.fpn.* (never used by the original model)"),
@@ -51,13 +54,25 @@ _HEAD_RULES = [
     rule(rf"vggish\.{VGGISH_ENTRIES}", r"audio_backbone.\1"),
 ]
 
+#: The AVSegFormer query generator (``layers.{i}`` are the generator layers, whatever the model).
+QUERY_GENERATOR_LAYER_PARTS = rf"{_MHA}|(ffn\.[02]|norm[123])\.{WEIGHT_BIAS}"
+
+_HEAD_RULES = SHARED_HEAD_RULES + [
+    rule(r"head\.query_generator\.query\.weight", "query_generator.query.weight"),
+    rule(
+        rf"head\.query_generator\.layers\.(\d+)\.({QUERY_GENERATOR_LAYER_PARTS})",
+        r"query_generator.layers.\1.\2",
+    ),
+    rule(rf"head\.fusion_block\.((q_proj|kv_proj|proj)\.{WEIGHT_BIAS})", r"mixer.\1"),
+]
+
 # The original's ResNet-50 keeps two copies of its last two stages; only the ``_1`` ones run.
 _RESNET_STAGES = {"layer1": 2, "layer2": 3, "layer3_1": 4, "layer4_1": 5}
-_RESNET_RULES = resnet_rules("backbone.", _RESNET_STAGES, "backbone.") + [
+RESNET_RULES = resnet_rules("backbone.", _RESNET_STAGES, "backbone.") + [
     rule(r"backbone\.layer3_2\..+", None, "backbone.layer3_2.* (never used by the original model)"),
     rule(r"backbone\.layer4_2\..+", None, "backbone.layer4_2.* (never used by the original model)"),
 ]
-_PVT_RULES = pvt_v2_rules("backbone.", "backbone.")
+PVT_RULES = pvt_v2_rules("backbone.", "backbone.")
 
 
 def convert_avsegformer_head(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -93,9 +108,9 @@ def convert_avsegformer_checkpoint(checkpoint: object) -> dict[str, torch.Tensor
     """
     state_dict = unwrap_state_dict(checkpoint, "AVSegFormer checkpoint")
     if "backbone.conv1.weight" in state_dict:
-        backbone_rules, kind = _RESNET_RULES, "R50"
+        backbone_rules, kind = RESNET_RULES, "R50"
     elif "backbone.patch_embed1.proj.weight" in state_dict:
-        backbone_rules, kind = _PVT_RULES, "PVTv2"
+        backbone_rules, kind = PVT_RULES, "PVTv2"
     else:
         raise ValueError(
             "AVSegFormer checkpoint: found neither backbone.conv1.weight (ResNet-50) nor "

@@ -39,14 +39,29 @@ class CrossModalMixer(nn.Module):
         Returns:
             ``[N, 1, C]``.
         """
-        n, dim = feature_map.shape[:2]
+        return self._attend(feature_map.flatten(2), audio)
+
+    def token_gate_logits(self, tokens: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """:meth:`gate_logits` of a token sequence.
+
+        Args:
+            tokens: ``[N, L, C]``.
+            audio: ``[N, 1, C]``.
+
+        Returns:
+            ``[N, 1, C]``.
+        """
+        return self._attend(tokens.transpose(1, 2), audio)
+
+    def _attend(self, pixels: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """The audio query attends over ``pixels`` ``[N, C, L]``; returns ``[N, 1, C]``."""
+        n, dim = pixels.shape[:2]
         head_dim = dim // self.num_heads
-        pixels = feature_map.flatten(2)  # [N, C, HW]
         w_k, w_v = self.kv_proj.weight.view(2, self.num_heads, head_dim, dim).unbind(0)
         query = self.q_proj(audio).view(n, self.num_heads, head_dim)
         # Fold the key projection into the query: [N, heads, C].
         query_in_pixel_space = torch.einsum("nmd,mdc->nmc", query, w_k) * self.scale
-        attn = torch.bmm(query_in_pixel_space, pixels).softmax(dim=-1)  # [N, heads, HW]
+        attn = torch.bmm(query_in_pixel_space, pixels).softmax(dim=-1)  # [N, heads, L]
         attended_pixels = torch.bmm(attn, pixels.transpose(1, 2))  # [N, heads, C]
         attended = torch.einsum("nmc,mdc->nmd", attended_pixels, w_v).reshape(n, 1, dim)
         return self.proj(attended)
