@@ -1,7 +1,12 @@
-"""Transformer parts: activations, positional encoding, query generator, mixer, decoder."""
+"""Transformer parts: activations, positional encoding, query generators, mixer, decoder."""
 
 from .activation import activation_fn, activation_module
 from .decoder import AVSTransformerDecoder, AVSTransformerDecoderLayer
+from .early_fusion import (
+    AudioVisualFusionLayer,
+    EncoderDecoderQueryGenerator,
+    MultiScaleAudioFusion,
+)
 from .mixer import CrossModalMixer
 from .position_encoding import PositionEmbeddingSine
 from .query_generator import AudioQueryGenerator, AudioQueryGeneratorLayer
@@ -11,7 +16,10 @@ __all__ = [
     "AVSTransformerDecoderLayer",
     "AudioQueryGenerator",
     "AudioQueryGeneratorLayer",
+    "AudioVisualFusionLayer",
     "CrossModalMixer",
+    "EncoderDecoderQueryGenerator",
+    "MultiScaleAudioFusion",
     "PositionEmbeddingSine",
     "activation_fn",
     "activation_module",
