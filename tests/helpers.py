@@ -15,6 +15,8 @@ import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.layers import ShapeSpec
+from torch import nn
 
 from avsegformer import add_avsegformer_config
 
@@ -150,3 +152,21 @@ def temporary_dataset(records: list[dict], **metadata):
         yield name
     finally:
         forget_dataset(name)
+
+
+class FeaturesBackbone(nn.Module):
+    """Stands in for the visual backbone of a model whose head is fed the features of a
+    fixture: it only reports the output shapes (``res2``, ``res3``, ...)."""
+
+    def __init__(self, channels, strides):
+        super().__init__()
+        self._shapes = {
+            f"res{i + 2}": ShapeSpec(channels=c, stride=s)
+            for i, (c, s) in enumerate(zip(channels, strides))
+        }
+
+    def output_shape(self):
+        return self._shapes
+
+    def forward(self, x):
+        raise AssertionError("not used: the fixture provides the features")

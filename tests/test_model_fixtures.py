@@ -6,8 +6,7 @@ AVSegFormer; tolerances are those suggested in their README.
 
 import pytest
 import torch
-from detectron2.layers import ShapeSpec
-from helpers import load_fixture
+from helpers import FeaturesBackbone, load_fixture
 from torch import nn
 from torch.testing import assert_close
 
@@ -25,27 +24,10 @@ from avsegformer.modeling.transformer import (
 )
 
 
-class _FeaturesBackbone(nn.Module):
-    """Stands in for the visual backbone: the fixture provides the features."""
-
-    def __init__(self, channels, strides):
-        super().__init__()
-        self._shapes = {
-            f"res{i + 2}": ShapeSpec(channels=c, stride=s)
-            for i, (c, s) in enumerate(zip(channels, strides))
-        }
-
-    def output_shape(self):
-        return self._shapes
-
-    def forward(self, x):
-        raise AssertionError("not used: the fixture provides the features")
-
-
 def build_tiny_head(config):
     """An AVSegFormer whose head has the fixture's reduced configuration."""
     dim = config["embed_dim"]
-    backbone = _FeaturesBackbone(config["in_channels"], config["feature_strides"])
+    backbone = FeaturesBackbone(config["in_channels"], config["feature_strides"])
     pixel_decoder = MSDeformAttnPixelDecoder(
         backbone.output_shape(),
         in_features=["res2", "res3", "res4", "res5"],

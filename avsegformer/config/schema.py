@@ -2,6 +2,7 @@
 
 from .avsegformer import add_avsegformer_model_config
 from .defaults import add_shared_config
+from .modat import add_modat_model_config
 from .negative_audio import add_negative_audio_config
 
 __all__ = ["add_avsegformer_config"]
@@ -15,3 +16,4 @@ def add_avsegformer_config(cfg):
     add_shared_config(cfg)
     add_negative_audio_config(cfg)
     add_avsegformer_model_config(cfg)
+    add_modat_model_config(cfg)

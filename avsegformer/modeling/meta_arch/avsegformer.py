@@ -51,7 +51,12 @@ class AVSegFormer(nn.Module):
     backbone sees every frame in training, where its BatchNorm uses batch statistics.
 
     Attribute names follow the original checkpoints (see :mod:`avsegformer.checkpoint`).
+    Subclasses swap the query generator and the mixer through :meth:`build_query_generator`,
+    :meth:`build_mixer`, :meth:`generate_queries` and :meth:`mix`.
     """
+
+    #: Run the head on padded frames in inference too (on zero features, outputs zeroed).
+    runs_padded_frames = False
 
     @configurable
     def __init__(
@@ -167,13 +172,7 @@ class AVSegFormer(nn.Module):
         hidden_dim = m.HIDDEN_DIM
         modules = {
             "pixel_decoder": build_pixel_decoder(cfg, input_shape),
-            "query_generator": AudioQueryGenerator(
-                num_queries=m.NUM_QUERIES,
-                embed_dim=hidden_dim,
-                num_layers=m.QUERY_GENERATOR_LAYERS,
-                num_heads=m.QUERY_GENERATOR_NHEADS,
-                hidden_dim=m.QUERY_GENERATOR_DIM_FEEDFORWARD,
-            ),
+            "query_generator": cls.build_query_generator(cfg),
             "learnable_query": (
                 nn.Embedding(m.NUM_QUERIES, hidden_dim) if m.USE_LEARNABLE_QUERIES else None
             ),
@@ -184,7 +183,7 @@ class AVSegFormer(nn.Module):
                 dim_feedforward=m.DIM_FEEDFORWARD,
                 dropout=m.DROPOUT,
             ),
-            "mixer": CrossModalMixer(dim=hidden_dim, num_heads=m.MIXER_NHEADS),
+            "mixer": cls.build_mixer(cfg),
             "mask_head": AVSegMaskHead(
                 num_queries=m.NUM_QUERIES,
                 hidden_dim=hidden_dim,
@@ -195,6 +194,24 @@ class AVSegFormer(nn.Module):
         }
         init_head_parameters(modules.values(), level_embed=modules["pixel_decoder"].level_embed)
         return modules
+
+    @classmethod
+    def build_query_generator(cls, cfg) -> nn.Module:
+        """The query generator: audio-conditioned queries (see :meth:`generate_queries`)."""
+        m = cfg.MODEL.AVSEGFORMER
+        return AudioQueryGenerator(
+            num_queries=m.NUM_QUERIES,
+            embed_dim=m.HIDDEN_DIM,
+            num_layers=m.QUERY_GENERATOR_LAYERS,
+            num_heads=m.QUERY_GENERATOR_NHEADS,
+            hidden_dim=m.QUERY_GENERATOR_DIM_FEEDFORWARD,
+        )
+
+    @classmethod
+    def build_mixer(cls, cfg) -> nn.Module:
+        """The audio-visual mixer of the mask feature (see :meth:`mix`)."""
+        m = cfg.MODEL.AVSEGFORMER
+        return CrossModalMixer(dim=m.HIDDEN_DIM, num_heads=m.MIXER_NHEADS)
 
     @property
     def device(self):
@@ -224,20 +241,31 @@ class AVSegFormer(nn.Module):
                 self.ignore_label,
                 self.device,
             )
-            supervised = supervised_frames(targets, self.ignore_label)
-            if supervised.numel() == 0:
-                # Nothing to learn from, but every parameter must still join the graph (the
-                # criterion returns zero losses).
-                supervised = supervised.new_zeros(1)
-            outputs = self.predict(images.tensor, log_mel, frame_valid, frame_indices=supervised)
+            run = self.training_frames(targets)
+            outputs = self.predict(images.tensor, log_mel, frame_valid, frame_indices=run)
+            # Further outputs (e.g. an auxiliary loss) go to the criterion by name.
+            extra = {k: v for k, v in outputs.items() if k not in ("pred_logits", "mask_feature")}
             return self.criterion(
-                outputs["pred_logits"], outputs["mask_feature"], targets.index_select(0, supervised)
+                outputs["pred_logits"],
+                outputs["mask_feature"],
+                targets.index_select(0, run),
+                **extra,
             )
 
         outputs = self.predict(images.tensor, log_mel, frame_valid)
         logits = outputs["pred_logits"]
         probs = logits.sigmoid() if self.num_classes == 1 else logits.softmax(dim=1)
         return frame_probabilities_per_clip(probs, batched_inputs, lengths, images.image_sizes)
+
+    def training_frames(self, targets: torch.Tensor) -> torch.Tensor:
+        """Frames the head runs on in training, ``[n]`` int64: the supervised ones (the others
+        have no loss, hence no gradient). ``targets``: ``[N, H, W]``."""
+        supervised = supervised_frames(targets, self.ignore_label)
+        if supervised.numel() == 0:
+            # Nothing to learn from, but every parameter must still join the graph (the
+            # criterion returns zero losses).
+            supervised = supervised.new_zeros(1)
+        return supervised
 
     def predict(
         self,
@@ -275,7 +303,7 @@ class AVSegFormer(nn.Module):
         if frame_valid is not None:
             frame_valid = frame_valid.to(frames.device)
             frames = frames * frame_valid.to(frames.dtype)[:, None, None, None]
-        if self.training:
+        if self.training or self.runs_padded_frames:
             return self._predict_training(frames, log_mel, frame_valid, wanted)
         return self._predict_inference(frames, log_mel, frame_valid, wanted)
 
@@ -290,7 +318,8 @@ class AVSegFormer(nn.Module):
         scale = frame_valid.index_select(0, wanted).to(frames.dtype)[:, None, None, None]
         features = {name: f * scale for name, f in features.items()}
         outputs = self._forward_from_features(features, log_mel, wanted)
-        return {name: out * scale for name, out in outputs.items()}
+        # Per-frame outputs of padded frames are zeroed; scalars (auxiliary losses) are not.
+        return {name: out * scale if out.dim() else out for name, out in outputs.items()}
 
     def _predict_inference(self, frames, log_mel, frame_valid, wanted):
         # Eval-mode frames are fully independent: only the valid wanted frames are run, and the
@@ -334,16 +363,34 @@ class AVSegFormer(nn.Module):
             audio_token: ``[N, 1, C]``.
 
         Returns:
-            ``{"pred_logits": [N, K, H, W], "mask_feature": [N, C, H/4, W/4]}``.
+            ``{"pred_logits": [N, K, H, W], "mask_feature": [N, C, H/4, W/4]}`` plus the
+            mixer's auxiliary outputs (see :meth:`mix`).
         """
-        mask_feature, memory, _, _ = self.pixel_decoder.forward_features(features)
-        mask_feature = self.mixer(mask_feature, audio_token)
-        queries = self.query_generator(audio_token)
+        mask_feature, memory, _, _, levels = self.pixel_decoder.forward_features_and_levels(
+            features
+        )
+        queries, audio_context = self.generate_queries(audio_token, levels)
         if self.learnable_query is not None:
             queries = queries + self.learnable_query.weight
         queries = self.transformer_decoder(queries, memory)
+        mask_feature, auxiliary = self.mix(mask_feature, audio_context)
         pred_logits = self.mask_head(queries, mask_feature)
-        return {"pred_logits": pred_logits, "mask_feature": mask_feature}
+        return {"pred_logits": pred_logits, "mask_feature": mask_feature, **auxiliary}
+
+    def generate_queries(self, audio_token: torch.Tensor, levels: List[torch.Tensor]):
+        """Queries ``[N, Q, C]`` and the audio context the mixer gets: here the generator's
+        queries from the audio token, and the token itself.
+
+        Args:
+            audio_token: ``[N, 1, C]``.
+            levels: the projected encoder levels ``[N, C, H_l, W_l]`` (unused here).
+        """
+        return self.query_generator(audio_token), audio_token
+
+    def mix(self, mask_feature: torch.Tensor, audio_context: torch.Tensor):
+        """``(mixed mask feature [N, C, H, W], {name: auxiliary output})``; here no auxiliary
+        outputs. A 0-dim auxiliary output is a loss term passed to the criterion by name."""
+        return self.mixer(mask_feature, audio_context), {}
 
 
 def init_head_parameters(modules, *, level_embed: nn.Parameter):

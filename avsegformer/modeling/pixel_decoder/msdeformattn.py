@@ -362,12 +362,19 @@ class MSDeformAttnPixelDecoder(nn.Module):
             :attr:`encoder_features` order (finest first by default), each flattened row-major;
             ``spatial_shapes`` ``[L, 2]`` int64 (H, W); ``level_start_index`` ``[L]`` int64.
         """
+        return self.forward_features_and_levels(features)[:4]
+
+    def forward_features_and_levels(self, features: Dict[str, torch.Tensor]):
+        """:meth:`forward_features` plus the encoder's inputs: the projected levels (1x1 conv +
+        GroupNorm, before positional and level embeddings), ``[N, conv_dim, H_l, W_l]`` in
+        :attr:`encoder_features` order, as a fifth element."""
         memory, spatial_shapes, level_start_index, projections = self._encode(features)
         # Only the finest encoder level enters the mask feature.
         finest_level = self.encoder_features.index(self.transformer_in_features[0])
         finest = self._level_maps(memory, spatial_shapes)[finest_level]
         mask_feature = self._mask_feature(features, projections, finest)
-        return mask_feature, memory, spatial_shapes, level_start_index
+        levels = [projections[name] for name in self.encoder_features]
+        return mask_feature, memory, spatial_shapes, level_start_index, levels
 
     def forward_multi_scale(self, features: Dict[str, torch.Tensor]):
         """Mask2Former's interface, in float32 even under autocast.
