@@ -95,6 +95,19 @@ def read_key_list(name: str) -> list[tuple[str, tuple[int, ...], str]]:
     return entries
 
 
+def synthesize_state_dict(entries, dtype=torch.float16) -> dict[str, torch.Tensor]:
+    """A state dict with the names and shapes of a key list (:func:`read_key_list`) where entry
+    ``i`` holds the value ``i`` everywhere (an expanded scalar of ``dtype``: no memory, exact up
+    to 2048 in float16), or an int64 counter."""
+    state_dict = {}
+    for index, (name, shape, stored_dtype) in enumerate(entries):
+        if stored_dtype == "int64":
+            state_dict[name] = torch.tensor(index, dtype=torch.long)
+        else:
+            state_dict[name] = torch.tensor(float(index), dtype=dtype).expand(shape)
+    return state_dict
+
+
 def load_config(relative_path: str | os.PathLike):
     """A project config from ``configs/`` (relative path) with the project's keys added."""
     cfg = get_cfg()

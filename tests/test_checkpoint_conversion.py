@@ -21,6 +21,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from helpers import load_tool, read_key_list
+from helpers import synthesize_state_dict as synthesize
 
 from avsegformer import add_avsegformer_config
 from avsegformer.checkpoint import (
@@ -53,17 +54,6 @@ DEAD_GROUPS = {
     "res50": ["backbone.layer3_2.", "backbone.layer4_2.", "head.fpn.", "head.attn_fc."],
     "pvt2": ["head.fpn.", "head.attn_fc."],
 }
-
-
-def synthesize(entries, dtype=torch.float16) -> dict[str, torch.Tensor]:
-    """Entry ``i`` -> value ``i`` (an expanded scalar of ``dtype``, or an int64 counter)."""
-    state_dict = {}
-    for index, (name, shape, stored_dtype) in enumerate(entries):
-        if stored_dtype == "int64":
-            state_dict[name] = torch.tensor(index, dtype=torch.long)
-        else:
-            state_dict[name] = torch.tensor(float(index), dtype=dtype).expand(shape)
-    return state_dict
 
 
 def config(relative_path: str):

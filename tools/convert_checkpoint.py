@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""Convert an original checkpoint (AVSegFormer, ...) into a MODEL.WEIGHTS file of this project.
+"""Convert an original checkpoint (AVSegFormer, MoDAT, ...) into a MODEL.WEIGHTS file of this project.
 
     python tools/convert_checkpoint.py AVSegFormer_pvt2_s4.pth avsegformer_pvtv2_s4.pth
+    python tools/convert_checkpoint.py MoDAT_pvt2_s4.pth modat_pvtv2_s4.pth
 
 The family of the source (which original code wrote it) is told from its keys; a file of no
 known family is refused. The output is ``{"model": state_dict, ...facts}`` and loads with no

@@ -23,6 +23,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _MOE = r"head\.fusion_block\.(spatial_attn|channel_attn)"
+# The original hard-codes 16 experts per layer.
+_EXPERT = r"(\d|1[0-5])"
 _FUSION_PARTS = (
     r"multihead_attn\.(in_proj_weight|out_proj\.weight)|(norm[12]|linear[12])\.(weight|bias)"
 )
@@ -47,11 +49,11 @@ _QUERY_GENERATOR_RULES = [
 _MIXER_RULES = [
     rule(rf"{_MOE}\.gate\.w_gating", r"mixer.\1.gate.proj.weight"),
     rule(
-        rf"{_MOE}\.experts\.experts\.(\d+)\.((q_proj|kv_proj|proj)\.{WEIGHT_BIAS})",
+        rf"{_MOE}\.experts\.experts\.{_EXPERT}\.((q_proj|kv_proj|proj)\.{WEIGHT_BIAS})",
         r"mixer.\1.experts.\2.\3",
     ),
     rule(
-        rf"{_MOE}\.experts\.experts\.(\d+)\.attn\.(in_proj_weight|out_proj\.weight)",
+        rf"{_MOE}\.experts\.experts\.{_EXPERT}\.attn\.(in_proj_weight|out_proj\.weight)",
         r"mixer.\1.experts.\2.attn.\3",
     ),
     rule(rf"head\.fusion_block\.(gate_s|gate_c)\.{WEIGHT_BIAS}", r"mixer.\1.\2"),
