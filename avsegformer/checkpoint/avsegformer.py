@@ -20,6 +20,7 @@ __all__ = [
     "SHARED_HEAD_RULES",
     "convert_avsegformer_checkpoint",
     "convert_avsegformer_head",
+    "describe_converted",
 ]
 
 logger = logging.getLogger(__name__)
@@ -129,7 +130,8 @@ def _is_avsegformer(state_dict: Mapping[str, torch.Tensor]) -> bool:
     )
 
 
-def _describe(converted: Mapping[str, torch.Tensor]) -> dict:
+def describe_converted(converted: Mapping[str, torch.Tensor]) -> dict:
+    """Facts of a converted AVSegFormer-layout state dict: backbone and number of classes."""
     classifier = converted.get("mask_head.fc.4.weight")
     return {
         "backbone": "R50" if "backbone.stem.conv1.weight" in converted else "PVTv2-B5",
@@ -142,5 +144,5 @@ register_checkpoint_family(
     author="vvvb-github/AVSegFormer",
     recognizes=_is_avsegformer,
     convert=convert_avsegformer_checkpoint,
-    describe=_describe,
+    describe=describe_converted,
 )

@@ -9,7 +9,12 @@ from collections.abc import Mapping
 
 import torch
 
-from .avsegformer import PVT_RULES, QUERY_GENERATOR_LAYER_PARTS, SHARED_HEAD_RULES
+from .avsegformer import (
+    PVT_RULES,
+    QUERY_GENERATOR_LAYER_PARTS,
+    SHARED_HEAD_RULES,
+    describe_converted,
+)
 from .families import register_checkpoint_family
 from .rules import WEIGHT_BIAS, apply_rules, rule, unwrap_state_dict
 
@@ -140,18 +145,10 @@ def _is_modat(state_dict: Mapping[str, torch.Tensor]) -> bool:
     )
 
 
-def _describe(converted: Mapping[str, torch.Tensor]) -> dict:
-    classifier = converted.get("mask_head.fc.4.weight")
-    return {
-        "backbone": "PVTv2-B5",
-        "num_classes": int(classifier.shape[0]) if classifier is not None else None,
-    }
-
-
 register_checkpoint_family(
     "MoDAT",
     author="jnjz/MoDAT",
     recognizes=_is_modat,
     convert=convert_modat_checkpoint,
-    describe=_describe,
+    describe=describe_converted,
 )
