@@ -243,14 +243,9 @@ class AVSegFormer(nn.Module):
             )
             run = self.training_frames(targets)
             outputs = self.predict(images.tensor, log_mel, frame_valid, frame_indices=run)
-            # Further outputs (e.g. an auxiliary loss) go to the criterion by name.
-            extra = {k: v for k, v in outputs.items() if k not in ("pred_logits", "mask_feature")}
-            return self.criterion(
-                outputs["pred_logits"],
-                outputs["mask_feature"],
-                targets.index_select(0, run),
-                **extra,
-            )
+            # Further outputs (auxiliary losses) go to the criterion by name.
+            logits, mask_feature = outputs.pop("pred_logits"), outputs.pop("mask_feature")
+            return self.criterion(logits, mask_feature, targets.index_select(0, run), **outputs)
 
         outputs = self.predict(images.tensor, log_mel, frame_valid)
         logits = outputs["pred_logits"]
@@ -278,7 +273,8 @@ class AVSegFormer(nn.Module):
         """Run the network on normalised, padded frames.
 
         Frames are independent after the visual backbone, so only the frames asked for go
-        through the rest of the network; in inference, padded frames are not run at all.
+        through the rest of the network; in inference, padded frames are not run at all
+        (unless :attr:`runs_padded_frames`).
 
         Args:
             frames: ``[N, 3, H, W]`` normalised frames, H and W multiples of the network stride.
