@@ -56,6 +56,7 @@ class MoDAT(AVSegFormer):
             mask_loss=m.MASK_LOSS,
             mask_loss_weight=m.MASK_LOSS_WEIGHT,
             mix_loss_weight=m.MIX_LOSS_WEIGHT,
+            empty_frame_weight=m.EMPTY_FRAME_LOSS_WEIGHT,
             double_main_loss=m.NUM_CLASSES > 1 and modat.AVSS_LOSS_AS_RELEASED,
         )
         args["balance_loss_all_frames"] = modat.BALANCE_LOSS_ALL_FRAMES
