@@ -4,7 +4,8 @@ AVSegFormer's S4/MS3 F-score takes the max over thresholds per test batch of 2 v
 frames), so the project's default F-score group is 2 clips (the official ``test.sh`` uses 4,
 COMBO 1; both are reported beside it). The official AVSS code and AVSegFormer pad 5-frame v1
 clips to 10 frames and score the padded frames as perfect background; COMBO scores real frames
-only. AVSegFormer scores S4/MS3 at 512x512 (ground truth nearest-upsampled) and AVSS at 224x224.
+only. AVSegFormer scores S4/MS3 at 512x512 (ground truth nearest-upsampled) and AVSS at 224x224;
+MoDAT, whose loaders do not up-sample, scores every task at 224x224.
 Every shipped task config must keep these, and the evaluator must apply them, built by the trainer
 from a config or constructed directly with its own defaults.
 """
@@ -47,7 +48,8 @@ def test_task_configs_keep_the_protocol(config):
     cfg = load_config(config)
     assert cfg.TEST.AVS.FSCORE_GROUP_SIZE == 2
     assert cfg.TEST.AVS.AVSS_PADDED_FRAMES == "official"
-    expected_size = (224, 224) if config.startswith("avss") else (512, 512)
+    at_224 = config.startswith("avss") or "modat" in config
+    expected_size = (224, 224) if at_224 else (512, 512)
     assert tuple(cfg.TEST.AVS.EVAL_SIZE) == expected_size
 
 
