@@ -64,7 +64,12 @@ def _add_audio_config(cfg):
 # ---------------------------------------------------------------------------------------------
 def _add_pixel_decoder_config(cfg):
     h = cfg.MODEL.SEM_SEG_HEAD
+    # Name in SEM_SEG_HEADS_REGISTRY: the pixel decoder itself (AVSegFormer), or a head that
+    # holds one (Mask2Former-style models, e.g. "COMBOHead"), which then names its pixel
+    # decoder in PIXEL_DECODER_NAME.
     h.NAME = "MSDeformAttnPixelDecoder"
+    # "" = SEM_SEG_HEAD.NAME is the pixel decoder (avsegformer.modeling.pixel_decoder.build_pixel_decoder).
+    h.PIXEL_DECODER_NAME = ""
     # Backbone features fed to the pixel decoder, finest first (the first one only feeds the
     # stride-4 lateral branch).
     h.IN_FEATURES = ["res2", "res3", "res4", "res5"]
@@ -83,6 +88,13 @@ def _add_pixel_decoder_config(cfg):
     # Channels of the projected levels and of the mask feature.
     h.CONVS_DIM = 256
     h.NORM = "GN"
+    # Mask2Former's variant (COMBO): encoder levels ordered coarse to fine, its module layout
+    # (input projections only for the encoder levels, bias-free lateral/output convs, level
+    # embedding and encoder under "transformer"), and a final 1x1 conv to MASK_DIM channels
+    # (0 = none, the output conv's CONVS_DIM channels are the mask feature).
+    h.COARSE_LEVELS_FIRST = False
+    h.MASK2FORMER_LAYOUT = False
+    h.MASK_DIM = 0
     # Multi-scale deformable attention backend: "auto" (compiled op when built, else PyTorch),
     # "pytorch", or "compiled" (an error when the op in ops/ is not built).
     h.MSDA_IMPL = "auto"

@@ -1,7 +1,9 @@
 """The project's config schema: every key of every meta-architecture."""
 
 from .avsegformer import add_avsegformer_model_config
+from .combo import add_combo_config
 from .defaults import add_shared_config
+from .mask_former import add_mask_former_config
 from .modat import add_modat_model_config
 from .negative_audio import add_negative_audio_config
 
@@ -17,3 +19,5 @@ def add_avsegformer_config(cfg):
     add_negative_audio_config(cfg)
     add_avsegformer_model_config(cfg)
     add_modat_model_config(cfg)
+    add_mask_former_config(cfg)
+    add_combo_config(cfg)

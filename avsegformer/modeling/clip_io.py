@@ -7,7 +7,9 @@ A batch is a list of clip dicts:
 * optional ``"frame_valid"``: bool ``[T]``, False for padding frames (AVSS v1 clips);
 * optional ``"height"``, ``"width"``: the output size (default: the frame size);
 * in training, ``"sem_seg"``: int64 ``[T, H, W]``, the ignore label where not annotated;
-* optional ``"video_id"``, used in error messages.
+* optional ``"video_id"``, used in error messages;
+* for models with a second image input (COMBO's Siam-Encoder), ``"maskiges"``: uint8
+  ``[T, 3, H, W]`` aligned with ``"frames"`` (see :func:`check_aligned_images`).
 
 B clips run as B*T independent frames. The functions here turn a batch into the model's
 tensors and per-frame outputs back into one result per clip. :func:`supervised_frames` is the
@@ -22,6 +24,7 @@ from detectron2.structures import ImageList
 
 __all__ = [
     "LOG_MEL_SHAPE",
+    "check_aligned_images",
     "check_clip",
     "frame_probabilities_per_clip",
     "normalize_and_pad_frames",
@@ -56,22 +59,63 @@ def check_clip(clip: Dict) -> int:
     return num_frames
 
 
+def check_aligned_images(clip: Dict, key: str, why: str = "") -> None:
+    """Check that ``clip[key]`` is a ``[T, 3, H, W]`` (0-255) tensor of the shape of
+    ``clip["frames"]`` (one image per frame, aligned with it).
+
+    Args:
+        clip: a clip dict that passed :func:`check_clip`.
+        key: the entry, e.g. ``"maskiges"``.
+        why: what needs it, appended to the error (e.g. the config key that asks for it).
+
+    Raises:
+        ValueError: naming the clip, the entry and what is wrong.
+    """
+    name = clip.get("video_id", "<clip without video_id>")
+    images, expected = clip.get(key), tuple(clip["frames"].shape)
+    reason = f" ({why})" if why else ""
+    if images is None:
+        raise ValueError(f"clip {name}: no {key!r} [T, 3, H, W] in the input{reason}")
+    if not torch.is_tensor(images) or tuple(images.shape) != expected:
+        shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
+        raise ValueError(
+            f"clip {name}: {key!r} must be aligned with 'frames' {expected}, got {shape}{reason}"
+        )
+
+
 def normalize_and_pad_frames(
     batched_inputs: List[Dict],
     pixel_mean: torch.Tensor,
     pixel_std: torch.Tensor,
     size_divisibility: int,
+    *,
+    key: str = "frames",
+    raw_pad_value: float | None = None,
 ) -> ImageList:
-    """Every frame of the batch, normalised (``(x - mean) / std``) on ``pixel_mean``'s device,
-    then zero-padded to a multiple of ``size_divisibility``.
+    """Every frame of the batch, normalised (``(x - mean) / std``) on ``pixel_mean``'s device and
+    padded at the bottom and right to a multiple of ``size_divisibility``.
+
+    Args:
+        batched_inputs: the clips.
+        pixel_mean, pixel_std: ``[3, 1, 1]`` on the 0-255 scale.
+        size_divisibility: pad height and width to a multiple of this (<= 1: no padding).
+        key: the clip entry holding uint8 ``[T, 3, H, W]`` images (``"frames"``, or COMBO's
+            ``"maskiges"``, which are padded and normalised exactly like the frames).
+        raw_pad_value: None = zero padding after normalisation (AVSegFormer); a value = padding
+            with that raw 0-255 value before normalisation (Mask2Former-style mappers, COMBO's
+            128), so the padding is normalised like the image.
 
     Returns:
-        ``ImageList`` of ``[B*T, 3, H', W']`` with each frame's own size.
+        ``ImageList`` of ``[B*T, 3, H', W']`` with each frame's own (unpadded) size.
     """
     device = pixel_mean.device
-    sizes = {tuple(clip["frames"].shape[-2:]) for clip in batched_inputs}
+    sizes = {tuple(clip[key].shape[-2:]) for clip in batched_inputs}
+    if raw_pad_value is not None:
+        return _raw_pad_then_normalize(
+            batched_inputs, key, pixel_mean, pixel_std, size_divisibility, raw_pad_value
+        )
     if len(sizes) == 1:
-        frames = torch.cat([clip["frames"] for clip in batched_inputs])
+        frames = torch.cat([clip[key] for clip in batched_inputs])
         frames = frames.to(device, non_blocking=True).float()
         frames = frames.sub_(pixel_mean).div_(pixel_std)
         height, width = sizes.pop()
@@ -83,9 +127,28 @@ def normalize_and_pad_frames(
         frames = [
             (frame.to(device).float() - pixel_mean) / pixel_std
             for clip in batched_inputs
-            for frame in clip["frames"]
+            for frame in clip[key]
         ]
     return ImageList.from_tensors(frames, size_divisibility)
+
+
+def _raw_pad_then_normalize(batched_inputs, key, pixel_mean, pixel_std, stride, pad_value):
+    images = [clip[key] for clip in batched_inputs]
+    image_sizes = [tuple(image.shape[-2:]) for image in images for _ in range(image.shape[0])]
+    height = max(size[0] for size in image_sizes)
+    width = max(size[1] for size in image_sizes)
+    if stride > 1:
+        height, width = -(-height // stride) * stride, -(-width // stride) * stride
+    padded = [
+        F.pad(
+            image.to(pixel_mean.device, non_blocking=True).float(),
+            (0, width - image.shape[-1], 0, height - image.shape[-2]),
+            value=float(pad_value),
+        )
+        for image in images
+    ]
+    frames = torch.cat(padded).sub_(pixel_mean).div_(pixel_std)
+    return ImageList(frames, image_sizes)
 
 
 def stack_log_mel(batched_inputs: List[Dict], device) -> torch.Tensor:

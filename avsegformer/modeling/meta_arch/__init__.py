@@ -1,6 +1,8 @@
-"""Meta-architectures (registered in Detectron2's ``META_ARCH_REGISTRY``)."""
+"""Meta-architectures (registered in Detectron2's ``META_ARCH_REGISTRY``) and their heads."""
 
 from .avsegformer import AVSegFormer
+from .combo import COMBO
+from .combo_head import COMBOHead
 from .modat import MoDAT
 
-__all__ = ["AVSegFormer", "MoDAT"]
+__all__ = ["AVSegFormer", "COMBO", "COMBOHead", "MoDAT"]

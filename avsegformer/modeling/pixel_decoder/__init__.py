@@ -11,19 +11,26 @@ __all__ = ["MSDeformAttnPixelDecoder", "build_pixel_decoder"]
 
 
 def build_pixel_decoder(cfg, input_shape: Dict[str, ShapeSpec]):
-    """Build the pixel decoder named by ``cfg.MODEL.SEM_SEG_HEAD.NAME``.
+    """Build the pixel decoder of a config, the one place that decides which key names it.
+
+    ``MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME`` when set (Mask2Former's layout: ``NAME`` is then
+    the head holding the pixel decoder), else ``MODEL.SEM_SEG_HEAD.NAME`` (AVSegFormer's configs,
+    where the pixel decoder is the head).
 
     Args:
-        cfg: a config with the AVSegFormer keys.
+        cfg: a config with the project's keys.
         input_shape: the backbone's ``output_shape()``.
 
     Returns:
         A module with ``forward_features(features)``.
     """
-    name = cfg.MODEL.SEM_SEG_HEAD.NAME
+    head = cfg.MODEL.SEM_SEG_HEAD
+    key = "PIXEL_DECODER_NAME" if head.PIXEL_DECODER_NAME else "NAME"
+    name = head[key]
     model = SEM_SEG_HEADS_REGISTRY.get(name)(cfg, input_shape)
     if not callable(getattr(model, "forward_features", None)):
         raise ValueError(
-            f"MODEL.SEM_SEG_HEAD.NAME={name!r} is not a pixel decoder: it has no forward_features"
+            f"MODEL.SEM_SEG_HEAD.{key}={name!r} is not a pixel decoder: it has no "
+            "forward_features"
         )
     return model

@@ -12,6 +12,7 @@ names, and a final 1x1 ``mask_features`` conv.
 import logging
 from typing import Dict, List, Tuple
 
+import fvcore.nn.weight_init as weight_init
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
@@ -268,6 +269,27 @@ class MSDeformAttnPixelDecoder(nn.Module):
                 nn.ReLU(),
             )
         self.mask_features = None if mask_dim is None else Conv2d(conv_dim, mask_dim, 1)
+        if mask2former_layout:
+            self._init_mask2former_parameters()
+
+    def _init_mask2former_parameters(self):
+        """Mask2Former's initialisation: xavier-uniform projections with zero bias, encoder
+        matrices xavier-uniform then each deformable attention its own reset, level embedding
+        N(0, 1), Caffe2-xavier lateral, output and ``mask_features`` convs."""
+        for proj in self.input_proj:
+            nn.init.xavier_uniform_(proj[0].weight, gain=1)
+            nn.init.constant_(proj[0].bias, 0)
+        encoder = self.transformer.encoder
+        for param in encoder.parameters():
+            if param.dim() > 1:
+                nn.init.xavier_uniform_(param)
+        for module in encoder.modules():
+            if isinstance(module, MSDeformAttn):
+                module._reset_parameters()
+        nn.init.normal_(self.transformer.level_embed)
+        for conv in (self.adapter_1, self.layer_1, self.mask_features):
+            if conv is not None:
+                weight_init.c2_xavier_fill(conv)
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
@@ -286,6 +308,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
             "activation": head.DEFORMABLE_TRANSFORMER_ENCODER_ACTIVATION,
             "normalize_positions": head.POSITION_ENCODING_NORMALIZE,
             "msda_impl": head.MSDA_IMPL,
+            "coarse_levels_first": head.COARSE_LEVELS_FIRST,
+            "mask2former_layout": head.MASK2FORMER_LAYOUT,
+            "mask_dim": head.MASK_DIM or None,
         }
 
     @property
