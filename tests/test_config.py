@@ -1,8 +1,9 @@
-"""Every YAML under configs/ merges on top of Detectron2's defaults plus ours."""
+"""Every YAML under configs/ merges on top of Detectron2's defaults plus ours, and builds."""
 
 from pathlib import Path
 
 import pytest
+import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import META_ARCH_REGISTRY
 
@@ -17,12 +18,17 @@ def test_configs_exist():
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(CONFIG_DIR)))
-def test_config_merges(path):
+def test_config_merges_and_builds(path):
     cfg = get_cfg()
     add_avsegformer_config(cfg)
     cfg.merge_from_file(str(path))
-    # A registered meta-architecture (get raises KeyError otherwise).
-    assert META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
+    if "combo" in path.name:
+        assert cfg.MODEL.META_ARCHITECTURE == "COMBO"
+    # A registered meta-architecture (get raises KeyError otherwise), built on the meta device:
+    # the modules and their shapes, without computing any weight.
+    with torch.device("meta"):
+        model = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
+    assert sum(p.numel() for p in model.parameters()) > 0
 
 
 def test_add_config_twice_keeps_values():

@@ -6,8 +6,9 @@ COMBO 1; both are reported beside it). The official AVSS code and AVSegFormer pa
 clips to 10 frames and score the padded frames as perfect background; COMBO scores real frames
 only. AVSegFormer scores S4/MS3 at 512x512 (ground truth nearest-upsampled) and AVSS at 224x224;
 MoDAT, whose loaders do not up-sample, scores every task at 224x224.
-Every shipped task config must keep these, and the evaluator must apply them, built by the trainer
-from a config or constructed directly with its own defaults.
+Every shipped AVSegFormer and MoDAT task config must keep these, and the evaluator must apply
+them, built by the trainer from a config or constructed directly with its own defaults. The COMBO
+task configs keep COMBO's protocol instead: 224x224, F-score per clip, real AVSS frames only.
 """
 
 import json
@@ -29,12 +30,15 @@ TASK_CONFIGS = sorted(
     for name in names
     if name.endswith(".yaml")
 )
-BINARY_CONFIGS = [c for c in TASK_CONFIGS if not c.startswith("avss")]
-AVSS_CONFIGS = [c for c in TASK_CONFIGS if c.startswith("avss")]
+COMBO_CONFIGS = [c for c in TASK_CONFIGS if "combo" in os.path.basename(c)]
+NON_COMBO_CONFIGS = [c for c in TASK_CONFIGS if c not in COMBO_CONFIGS]
+BINARY_CONFIGS = [c for c in NON_COMBO_CONFIGS if not c.startswith("avss")]
+AVSS_CONFIGS = [c for c in NON_COMBO_CONFIGS if c.startswith("avss")]
 
 
 def test_every_subset_has_its_shipped_configs():
     assert len(BINARY_CONFIGS) >= 4 and len(AVSS_CONFIGS) >= 2, TASK_CONFIGS
+    assert len(COMBO_CONFIGS) == 6, TASK_CONFIGS
 
 
 def test_defaults_of_the_project_config():
@@ -43,7 +47,15 @@ def test_defaults_of_the_project_config():
     assert cfg.TEST.AVS.AVSS_PADDED_FRAMES == "official"
 
 
-@pytest.mark.parametrize("config", TASK_CONFIGS)
+@pytest.mark.parametrize("config", COMBO_CONFIGS)
+def test_combo_configs_keep_combos_protocol(config):
+    cfg = load_config(config)
+    assert cfg.TEST.AVS.FSCORE_GROUP_SIZE == 1
+    assert cfg.TEST.AVS.AVSS_PADDED_FRAMES == "real"
+    assert tuple(cfg.TEST.AVS.EVAL_SIZE) == (224, 224) == tuple(cfg.INPUT.FRAME_SIZE)
+
+
+@pytest.mark.parametrize("config", NON_COMBO_CONFIGS)
 def test_task_configs_keep_the_protocol(config):
     cfg = load_config(config)
     assert cfg.TEST.AVS.FSCORE_GROUP_SIZE == 2

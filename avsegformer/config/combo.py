@@ -30,10 +30,13 @@ def add_combo_config(cfg):
     # 128). 0 = pad only to MODEL.MASK_FORMER.SIZE_DIVISIBILITY.
     c.PAD_VALUE = 128.0
     c.PAD_SIZE_DIVISIBILITY = 224
-    # Quirk of the original: its decoder reads the audio tiled as [N, Q, C] as [Q, N, C], so
-    # query q of frame n gets the audio of frame (q * N + n) // Q of the *batch* (results depend
-    # on the batch). True gives every query of a frame that frame's audio.
-    c.PER_FRAME_QUERY_AUDIO = False
+    # Which frame's audio each query gets. "batch" (the original's quirk): its decoder reads the
+    # audio tiled as [N, Q, C] as [Q, N, C], so query q of frame n gets the audio of frame
+    # (q * N + n) // Q of the *batch* (results depend on the batch composition). "clip": the
+    # same arrangement within each clip (equal to the original for one clip per batch, its
+    # test setting, and independent of the batch). "frame": every query of a frame gets that
+    # frame's audio.
+    c.QUERY_AUDIO = "batch"
     # Quirk of the original: the temporal-consistency loss groups the batch's frames in runs of
     # 5, also for 10-frame AVSS clips. True groups them by clip instead.
     c.TEMPORAL_GROUP_SIZE = 5

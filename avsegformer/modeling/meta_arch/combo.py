@@ -218,6 +218,7 @@ class COMBO(nn.Module):
         frames, maskige_tensor = real_frames(images.tensor), None
         if maskiges is not None:
             maskige_tensor = real_frames(maskiges.tensor)
+        real_lengths = self._real_lengths(batched_inputs, lengths)
         if self.training:
             targets = stack_targets(
                 batched_inputs,
@@ -226,16 +227,15 @@ class COMBO(nn.Module):
                 self.ignore_label,
                 self.device,
             )
-            real_lengths = self._real_lengths(batched_inputs, lengths)
             return self.losses(
-                self.predict(frames, maskige_tensor, real_frames(log_mel)),
+                self.predict(frames, maskige_tensor, real_frames(log_mel), real_lengths),
                 real_frames(targets),
                 real_lengths,
             )
         if real is not None and real.numel() == 0:
             outputs = None
         else:
-            outputs = self.predict(frames, maskige_tensor, real_frames(log_mel))
+            outputs = self.predict(frames, maskige_tensor, real_frames(log_mel), real_lengths)
         return self.clip_probabilities(outputs, batched_inputs, lengths, images, real)
 
     def _images(self, batched_inputs, key):
@@ -256,7 +256,11 @@ class COMBO(nn.Module):
         ]
 
     def predict(
-        self, frames: torch.Tensor, maskiges: torch.Tensor | None, log_mel: torch.Tensor
+        self,
+        frames: torch.Tensor,
+        maskiges: torch.Tensor | None,
+        log_mel: torch.Tensor,
+        clip_lengths: List[int] | None = None,
     ) -> dict:
         """The network on normalised, padded frames.
 
@@ -264,6 +268,7 @@ class COMBO(nn.Module):
             frames: ``[N, 3, H, W]``.
             maskiges: ``[N, 3, H, W]`` normalised like the frames (None without Siam-Encoder).
             log_mel: ``[N, 1, 96, 64]``.
+            clip_lengths: frames per clip (for a head arranging the queries' audio per clip).
 
         Returns:
             The decoder outputs: ``pred_logits`` ``[N, Q, K + 1]``, ``pred_masks``
@@ -276,7 +281,7 @@ class COMBO(nn.Module):
             features = self.scale_factor_module(features, self.pre_sam_backbone(maskiges))
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_audio_backbone):
             audio = self.audio_backbone(log_mel)
-        return self.sem_seg_head(features, audio.unsqueeze(1))
+        return self.sem_seg_head(features, audio.unsqueeze(1), clip_lengths)
 
     def losses(self, outputs: dict, targets: torch.Tensor, clip_lengths: List[int]) -> dict:
         """Weighted set-criterion losses.

@@ -30,7 +30,6 @@ def build_pixel_decoder(cfg, input_shape: Dict[str, ShapeSpec]):
     model = SEM_SEG_HEADS_REGISTRY.get(name)(cfg, input_shape)
     if not callable(getattr(model, "forward_features", None)):
         raise ValueError(
-            f"MODEL.SEM_SEG_HEAD.{key}={name!r} is not a pixel decoder: it has no "
-            "forward_features"
+            f"MODEL.SEM_SEG_HEAD.{key}={name!r} is not a pixel decoder: it has no forward_features"
         )
     return model

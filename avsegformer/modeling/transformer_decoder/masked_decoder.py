@@ -28,7 +28,9 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
     ``q`` of frame ``n`` receives the audio of frame ``(q * N + n) // Q`` of the *batch*: the
     queries of one frame carry the audio of several frames (of other clips, too, when the
     batch holds more than one). That is reproduced by default; ``per_frame_query_audio=True``
-    gives every query of frame ``n`` the audio of frame ``n``.
+    gives every query of frame ``n`` the audio of frame ``n``, and ``clip_lengths`` passed to
+    :meth:`forward` applies COMBO's arrangement within each clip (as COMBO for one clip per
+    batch, whatever else the batch holds).
 
     Parameter names are those of COMBO's ``sem_seg_head.predictor`` (Mask2Former's): one
     ``transformer_{self,cross}_attention_layers.i`` / ``transformer_ffn_layers.i`` per layer,
@@ -108,16 +110,30 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
 
-    def query_audio(self, audio_features: torch.Tensor) -> torch.Tensor:
+    def query_audio(
+        self, audio_features: torch.Tensor, clip_lengths: list[int] | None = None
+    ) -> torch.Tensor:
         """The audio term added to the initial queries.
 
         Args:
             audio_features: ``[N, 1, C]`` or ``[N, C]``, one embedding per frame.
+            clip_lengths: frames per clip (summing to N): COMBO's arrangement is then applied
+                within each clip instead of over the whole batch.
 
         Returns:
             ``[N, Q, C]``: per frame ``n`` and query ``q`` the audio of frame ``n``
-            (``per_frame_query_audio``) or of frame ``(q * N + n) // Q`` (COMBO).
+            (``per_frame_query_audio``) or of frame ``(q * N + n) // Q`` (COMBO; N and n
+            counted within the clip with ``clip_lengths``).
         """
+        if clip_lengths is not None and not self.per_frame_query_audio:
+            if sum(clip_lengths) != audio_features.shape[0]:
+                raise ValueError(
+                    f"clip_lengths {list(clip_lengths)} do not add up to the "
+                    f"{audio_features.shape[0]} frames of the audio"
+                )
+            return torch.cat(
+                [self.query_audio(clip) for clip in audio_features.split(list(clip_lengths))]
+            )
         if audio_features.dim() == 3 and audio_features.shape[1] == 1:
             audio_features = audio_features[:, 0]
         if audio_features.dim() != 2 or audio_features.shape[1] != self.query_feat.embedding_dim:
@@ -137,6 +153,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         multi_scale_features: list[torch.Tensor],
         audio_features: torch.Tensor,
         mask_features: torch.Tensor,
+        clip_lengths: list[int] | None = None,
     ) -> dict:
         """
         Args:
@@ -144,6 +161,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
                 coarsest first (the order the pixel decoder returns them).
             audio_features: ``[N, 1, hidden_dim]`` (or ``[N, hidden_dim]``) per-frame audio.
             mask_features: ``[N, mask_dim, H, W]``.
+            clip_lengths: see :meth:`query_audio` (None: COMBO's batch-wide arrangement).
 
         Returns:
             ``pred_logits`` ``[N, Q, K + 1]`` and ``pred_masks`` ``[N, Q, H, W]`` of the last
@@ -166,7 +184,9 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             memories.append(memory + self.level_embed.weight[level])
 
         query_pos = self.query_embed.weight.unsqueeze(0).expand(num_frames, -1, -1)
-        queries = self.query_feat.weight.unsqueeze(0) + self.query_audio(audio_features)
+        queries = self.query_feat.weight.unsqueeze(0) + self.query_audio(
+            audio_features, clip_lengths
+        )
 
         class_logits, mask_logits = [], []
         logits, masks, attn_mask = self._predict(queries, mask_features, level_sizes[0])
