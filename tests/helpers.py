@@ -19,6 +19,7 @@ from detectron2.layers import ShapeSpec
 from torch import nn
 
 from avsegformer import add_avsegformer_config
+from avsegformer.modeling.audio_backbone import AUDIO_BACKBONE_REGISTRY
 
 REPO = Path(__file__).resolve().parents[1]
 TOOLS_DIR = REPO / "tools"
@@ -140,6 +141,58 @@ def tiny_avsegformer_cfg(num_classes: int = 1):
     h.TRANSFORMER_ENC_LAYERS = 1
     h.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD = 32
     h.DEFORMABLE_TRANSFORMER_ENCODER_DROPOUT = 0.0
+    return cfg
+
+
+@AUDIO_BACKBONE_REGISTRY.register()
+class TinyAudioBackbone(nn.Module):
+    """A stand-in for VGGish in tiny test models (VGGish alone costs ~1 GFLOP per frame):
+    ``[N, 1, 96, 64]`` -> 4x4 average pool -> Linear -> ReLU -> ``[N, MODEL.AUDIO.OUT_DIM]``."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d((4, 4))
+        self.embeddings = nn.Linear(16, cfg.MODEL.AUDIO.OUT_DIM)
+
+    def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.embeddings(self.pool(log_mel).flatten(1)))
+
+
+def tiny_combo_cfg(num_classes: int = 2, *, siam_encoder: bool = True):
+    """COMBO on a one-block PVTv2 (16..64 channels) with a 32-wide head (9 decoder layers, so
+    all 39 loss terms, but 10 queries and one encoder layer) and :class:`TinyAudioBackbone`
+    (frozen): builds and runs in well under a second on 32x32 frames. Dropout and drop-path
+    off, so two forwards of the same batch agree; no raw padding to 224."""
+    cfg = load_config("Base-COMBO.yaml")
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.AUDIO.NAME = "TinyAudioBackbone"
+    cfg.MODEL.AUDIO.WEIGHTS = ""
+    cfg.MODEL.BACKBONE.NAME = "build_pvt_v2_backbone"
+    p = cfg.MODEL.PVT
+    p.EMBED_DIMS = [16, 32, 32, 64]
+    p.DEPTHS = [1, 1, 1, 1]
+    p.NUM_HEADS = [1, 1, 1, 1]
+    p.MLP_RATIOS = [1, 1, 1, 1]
+    p.DROP_PATH_RATE = 0.0
+    h = cfg.MODEL.SEM_SEG_HEAD
+    h.NUM_CLASSES = num_classes
+    h.CONVS_DIM = 32
+    h.MASK_DIM = 32
+    h.TRANSFORMER_ENC_LAYERS = 1
+    h.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD = 32
+    m = cfg.MODEL.MASK_FORMER
+    m.HIDDEN_DIM = 32
+    m.NUM_OBJECT_QUERIES = 10
+    m.NHEADS = 4
+    m.DIM_FEEDFORWARD = 32
+    m.TRAIN_NUM_POINTS = 64
+    c = cfg.MODEL.COMBO
+    c.SIAM_ENCODER = siam_encoder
+    c.SIAM_REDUCTION = 8
+    c.FUSION_NHEADS = 4
+    c.FUSION_DROPOUT = 0.0
+    c.AUDIO_MLP_DIM = 16
+    c.PAD_SIZE_DIVISIBILITY = 0
     return cfg
 
 
