@@ -6,11 +6,11 @@ Fixture ``combo/fixtures/pixel_decoder.pt`` (2 encoder layers); tolerances from 
 import pytest
 import torch
 from detectron2.layers import ShapeSpec
-from helpers import load_fixture, read_key_list
+from helpers import load_config, load_fixture, read_key_list
 from torch.testing import assert_close
 
 from avsegformer.layers import MSDeformAttn
-from avsegformer.modeling.pixel_decoder import MSDeformAttnPixelDecoder
+from avsegformer.modeling.pixel_decoder import MSDeformAttnPixelDecoder, build_pixel_decoder
 
 PREFIX = "sem_seg_head.pixel_decoder."
 
@@ -115,3 +115,36 @@ def test_half_precision_inputs_run_in_float32(fixture):
         mask_features, _, multi_scale = decoder.forward_multi_scale(feats)
     assert mask_features.dtype == torch.float32
     assert all(level.dtype == torch.float32 for level in multi_scale)
+
+
+def test_configs_choose_the_variant_and_the_pixel_decoder_key():
+    """COMBO's config names the head in SEM_SEG_HEAD.NAME and the pixel decoder in
+    PIXEL_DECODER_NAME (Mask2Former's keys); AVSegFormer's names the pixel decoder in NAME."""
+    shapes = {
+        name: ShapeSpec(channels=channels, stride=stride)
+        for name, channels, stride in zip(
+            ("res2", "res3", "res4", "res5"), (256, 512, 1024, 2048), (4, 8, 16, 32)
+        )
+    }
+    combo_cfg = load_config("s4/combo_R50.yaml")
+    assert combo_cfg.MODEL.SEM_SEG_HEAD.NAME == "COMBOHead"
+    decoder = build_pixel_decoder(combo_cfg, shapes)
+    assert decoder.mask2former_layout and decoder.encoder_features == ["res5", "res4", "res3"]
+    assert decoder.mask_features is not None
+    # Mask2Former's initialisation: zero biases of the projections and the mask_features conv.
+    assert all(torch.count_nonzero(proj[0].bias) == 0 for proj in decoder.input_proj)
+    assert torch.count_nonzero(decoder.mask_features.bias) == 0
+    expected = {
+        k[len(PREFIX) :]: s
+        for k, s, _ in read_key_list("combo/COMBO_R50_s4.keys.txt")
+        if k.startswith(PREFIX)
+    }
+    assert {k: tuple(v.shape) for k, v in decoder.state_dict().items()} == expected
+
+    avsegformer = build_pixel_decoder(load_config("s4/avsegformer_R50.yaml"), shapes)
+    assert not avsegformer.mask2former_layout and avsegformer.mask_features is None
+    assert avsegformer.encoder_features == ["res3", "res4", "res5"]
+
+    combo_cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME = ""  # NAME is then the pixel decoder
+    with pytest.raises(ValueError, match="SEM_SEG_HEAD.NAME='COMBOHead' is not a pixel decoder"):
+        build_pixel_decoder(combo_cfg, shapes)

@@ -273,23 +273,22 @@ class MSDeformAttnPixelDecoder(nn.Module):
             self._init_mask2former_parameters()
 
     def _init_mask2former_parameters(self):
-        """Mask2Former's initialisation: xavier-uniform projections with zero bias, encoder
-        matrices xavier-uniform then each deformable attention its own reset, level embedding
-        N(0, 1), Caffe2-xavier lateral, output and ``mask_features`` convs."""
+        """Mask2Former's init: projections xavier-uniform (zero bias); encoder matrices
+        xavier-uniform, then each deformable attention's own reset; level embedding N(0, 1);
+        lateral, output and ``mask_features`` convs Caffe2-xavier."""
         for proj in self.input_proj:
             nn.init.xavier_uniform_(proj[0].weight, gain=1)
             nn.init.constant_(proj[0].bias, 0)
         encoder = self.transformer.encoder
-        for param in encoder.parameters():
-            if param.dim() > 1:
-                nn.init.xavier_uniform_(param)
-        for module in encoder.modules():
-            if isinstance(module, MSDeformAttn):
-                module._reset_parameters()
+        for param in (p for p in encoder.parameters() if p.dim() > 1):
+            nn.init.xavier_uniform_(param)
+        for module in (m for m in encoder.modules() if isinstance(m, MSDeformAttn)):
+            module._reset_parameters()
         nn.init.normal_(self.transformer.level_embed)
         for conv in (self.adapter_1, self.layer_1, self.mask_features):
-            if conv is not None:
-                weight_init.c2_xavier_fill(conv)
+            if conv is None:
+                continue
+            weight_init.c2_xavier_fill(conv)
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
