@@ -27,9 +27,9 @@ def build_pixel_decoder(cfg, input_shape: Dict[str, ShapeSpec]):
     head = cfg.MODEL.SEM_SEG_HEAD
     key = "PIXEL_DECODER_NAME" if head.PIXEL_DECODER_NAME else "NAME"
     name = head[key]
-    model = SEM_SEG_HEADS_REGISTRY.get(name)(cfg, input_shape)
-    if not callable(getattr(model, "forward_features", None)):
+    decoder_class = SEM_SEG_HEADS_REGISTRY.get(name)
+    if not callable(getattr(decoder_class, "forward_features", None)):
         raise ValueError(
             f"MODEL.SEM_SEG_HEAD.{key}={name!r} is not a pixel decoder: it has no forward_features"
         )
-    return model
+    return decoder_class(cfg, input_shape)
