@@ -12,6 +12,7 @@ from torch.testing import assert_close
 from avsegformer.checkpoint.backbones import pvt_v2_rules
 from avsegformer.checkpoint.rules import apply_rules, rule
 from avsegformer.modeling.mask_classification import foreground_probability, semantic_inference
+from avsegformer.solver import build_optimizer
 
 VGGISH_PARAMS = 72_141_184
 
@@ -131,6 +132,27 @@ def test_task_configs(subset, classes, backbone):
     weights = "combo_R-50.pth" if backbone == "R50" else "combo_pvt_v2_b5.pth"
     assert f"pretrained/{weights}" == cfg.MODEL.WEIGHTS
     assert cfg.MODEL.AUDIO.WEIGHTS == "pretrained/vggish.pth" and cfg.MODEL.AUDIO.FREEZE
+    s = cfg.SOLVER
+    assert (s.LR_SCHEDULER_NAME, s.POLY_LR_POWER, s.WARMUP_ITERS) == ("WarmupPolyLR", 0.9, 0)
+    assert (s.CLIP_GRADIENTS.CLIP_TYPE, s.CLIP_GRADIENTS.CLIP_VALUE) == ("full_model", 0.01)
+    assert s.CLIP_GRADIENTS.ENABLED and s.BACKBONE_MULTIPLIER == 0.1
+    assert s.WEIGHT_DECAY == 0.05 and s.WEIGHT_DECAY_NORM == 0.0 == s.WEIGHT_DECAY_EMBED
+    i = cfg.INPUT
+    assert i.AUGMENT and i.COLOR_AUG_SSD and i.RANDOM_FLIP == "horizontal"
+    # S4/MS3: multi-scale resize, 224 crop and padding; AVSS: colour jitter and flip only.
+    assert i.CROP.ENABLED == (subset != "avss") == any(i.MIN_SIZE_TRAIN)
+    assert (-1 if subset == "avss" else 224) == i.SIZE_DIVISIBILITY
+
+
+def test_the_backbone_multiplier_reaches_both_visual_backbones_only():
+    cfg = tiny_combo_cfg()
+    cfg.SOLVER.BACKBONE_MULTIPLIER = 0.1
+    model = build_model(cfg)
+    optimizer = build_optimizer(cfg, model)
+    lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    for name, param in model.named_parameters():
+        visual = name.startswith(("backbone.", "pre_sam_backbone."))
+        assert lr_of[id(param)] == pytest.approx(cfg.SOLVER.BASE_LR * (0.1 if visual else 1))
 
 
 # ---------------------------------------------------------------------------------------------
