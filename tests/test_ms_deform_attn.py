@@ -254,7 +254,7 @@ def test_compiled_rejects_levels_outside_value():
         ms_deform_attn(
             value, shapes, level_start_index(shapes), locations, weights, impl="compiled"
         )
-    with pytest.raises(TypeError, match="share a dtype"):
+    with pytest.raises(TypeError, match="share value.s dtype"):
         ms_deform_attn(value, shapes, None, locations.double(), weights, impl="compiled")
 
 

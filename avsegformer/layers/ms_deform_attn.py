@@ -78,7 +78,8 @@ class MSDeformAttn(nn.Module):
         """
         Args:
             query: ``[N, Lq, C]``.
-            reference_points: ``[N, Lq, L, 2]``, (x, y) in [0, 1].
+            reference_points: ``[N, Lq, L, 2]``, (x, y) in [0, 1]; float32 or wider (used in
+                float32 at least, whatever the dtype of the query).
             input_flatten: ``[N, S, C]``, the levels flattened row-major and concatenated.
             input_spatial_shapes: ``[L, 2]`` int64, (H_l, W_l).
             input_level_start_index: ``[L]`` int64, first token of each level (the compiled
@@ -109,13 +110,16 @@ class MSDeformAttn(nn.Module):
         weights = self.attention_weights(query).view(
             n, num_queries, self.n_heads, self.n_levels * self.n_points
         )
-        weights = weights.softmax(-1).view(
+        # A half-precision model keeps the softmax and the locations in float32: a bfloat16
+        # location is only good to 1/256 of a map. The op takes them next to a half value.
+        coord_dtype = torch.promote_types(query.dtype, torch.float32)
+        weights = weights.softmax(-1, dtype=coord_dtype).view(
             n, num_queries, self.n_heads, self.n_levels, self.n_points
         )
         normalizer = torch.stack([input_spatial_shapes[..., 1], input_spatial_shapes[..., 0]], -1)
         locations = (
-            reference_points[:, :, None, :, None, :]
-            + offsets / normalizer[None, None, None, :, None, :]
+            reference_points.to(coord_dtype)[:, :, None, :, None, :]
+            + offsets.to(coord_dtype) / normalizer[None, None, None, :, None, :]
         )
         output = ms_deform_attn(
             value,

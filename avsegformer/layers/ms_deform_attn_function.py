@@ -17,6 +17,10 @@ Two backends compute it:
 
 ``"auto"`` takes the compiled op when it can run the inputs and PyTorch otherwise. Each backend
 choice is logged once per device type. Under autocast the op runs in float32.
+
+Without autocast the op runs in the dtype of ``value``: float32, float64, or float16 / bfloat16,
+where both backends sum in float32 and return ``value``'s dtype. With a half-precision ``value``
+the locations and weights may be float32 (a bfloat16 location is only good to 1/256 of a map).
 """
 
 import functools
@@ -44,7 +48,8 @@ IMPLS = ("auto", "pytorch", "compiled")
 
 _BUILD_HINT = "build it with `pip install --no-build-isolation ./ops` (see ops/README.md)"
 # dtypes each kernel family dispatches.
-_CPU_DTYPES = (torch.float32, torch.float64)
+_CPU_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
 _CUDA_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _FOREIGN_CUDA_DTYPES = (torch.float32, torch.float64)
 # Batch chunk of the original im2col kernels; only foreign builds use it (ours ignore it).
@@ -63,8 +68,15 @@ def ms_deform_attn_core_pytorch(value, spatial_shapes, sampling_locations, atten
         attention_weights: ``[N, Lq, M, L, P]``.
 
     Returns:
-        ``[N, Lq, M * D]``, channel index = head * D + d.
+        ``[N, Lq, M * D]``, channel index = head * D + d, in ``value``'s dtype; float16 and
+        bfloat16 inputs are sampled and summed in float32.
     """
+    out_dtype = value.dtype
+    if out_dtype in _HALF_DTYPES or sampling_locations.dtype != out_dtype:
+        compute = torch.promote_types(torch.float32, sampling_locations.dtype)
+        value = value.to(compute)
+        sampling_locations = sampling_locations.to(compute)
+        attention_weights = attention_weights.to(compute)
     n, _, heads, dim = value.shape
     _, num_queries, _, levels, points, _ = sampling_locations.shape
     sizes = [int(h) * int(w) for h, w in spatial_shapes.tolist()]
@@ -84,7 +96,7 @@ def ms_deform_attn_core_pytorch(value, spatial_shapes, sampling_locations, atten
     # [N, Lq, M, L, P] -> [N*M, 1, Lq, L*P]
     weights = attention_weights.transpose(1, 2).reshape(n * heads, 1, num_queries, levels * points)
     output = (torch.stack(sampled, dim=-2).flatten(-2) * weights).sum(-1)
-    return output.view(n, heads * dim, num_queries).transpose(1, 2).contiguous()
+    return output.view(n, heads * dim, num_queries).transpose(1, 2).to(out_dtype).contiguous()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,7 +136,7 @@ def _compiled_unsupported_reason(device: torch.device, dtype: torch.dtype):
         if not own:
             return f"{EXTENSION_NAME} at {module.__file__} has no CPU kernels (build ops/)"
         if dtype not in _CPU_DTYPES:
-            return f"the CPU kernels support float32 and float64, not {dtype}"
+            return f"the CPU kernels support float32, float64, float16 and bfloat16, not {dtype}"
         return None
     if device.type == "cuda":
         if own and not module.built_with_cuda():
@@ -150,8 +162,9 @@ def _im2col_step(batch: int) -> int:
 class MSDeformAttnFunction(torch.autograd.Function):
     """Autograd wrapper of the compiled ``ms_deform_attn_forward`` / ``_backward``.
 
-    Same arguments as :func:`ms_deform_attn` (all contiguous, one dtype for value, locations and
-    weights) plus ``im2col_step``; returns ``[N, Lq, M * D]``. First-order gradients only.
+    Same arguments as :func:`ms_deform_attn` (all contiguous; locations and weights in
+    ``value``'s dtype, or float32 with a half-precision ``value``) plus ``im2col_step``; returns
+    ``[N, Lq, M * D]`` in ``value``'s dtype. First-order gradients only.
     """
 
     @staticmethod
@@ -242,6 +255,17 @@ def select_backend(impl: str, device, dtype: torch.dtype) -> str:
     return "pytorch"
 
 
+def _check_dtypes(value, sampling_locations, attention_weights) -> None:
+    coords = sampling_locations.dtype
+    allowed = (value.dtype, torch.float32) if value.dtype in _HALF_DTYPES else (value.dtype,)
+    if coords != attention_weights.dtype or coords not in allowed:
+        raise TypeError(
+            "sampling_locations and attention_weights must share value's dtype (or be float32 "
+            f"with a float16/bfloat16 value), got value {value.dtype}, sampling_locations "
+            f"{sampling_locations.dtype}, attention_weights {attention_weights.dtype}"
+        )
+
+
 def _level_start_index(spatial_shapes):
     areas = spatial_shapes[:, 0] * spatial_shapes[:, 1]
     return torch.cat([areas.new_zeros(1), areas.cumsum(0)[:-1]])
@@ -261,13 +285,14 @@ def ms_deform_attn(
         value: ``[N, S, M, D]``: S = sum of H_l * W_l tokens, M heads of D channels.
         spatial_shapes: ``[L, 2]`` int64, (H_l, W_l) per level.
         level_start_index: ``[L]`` int64, first token of each level in S (None: computed).
-        sampling_locations: ``[N, Lq, M, L, P, 2]``, (x, y) in [0, 1] per level.
-        attention_weights: ``[N, Lq, M, L, P]``.
+        sampling_locations: ``[N, Lq, M, L, P, 2]``, (x, y) in [0, 1] per level; ``value``'s
+            dtype, or float32 when ``value`` is float16 or bfloat16.
+        attention_weights: ``[N, Lq, M, L, P]``, the dtype of ``sampling_locations``.
         impl: ``"auto"``, ``"pytorch"`` or ``"compiled"`` (see :func:`select_backend`).
 
     Returns:
         ``[N, Lq, M * D]``, channel index = head * D + d; at least float32 under autocast, else
-        the dtype of ``value``.
+        the dtype of ``value`` (half types are summed in float32 by either backend).
     """
     device_type = value.device.type
     if torch.is_autocast_enabled(device_type):
@@ -285,17 +310,13 @@ def ms_deform_attn(
                 attention_weights.to(dtype),
                 impl=impl,
             )
+    _check_dtypes(value, sampling_locations, attention_weights)
     if level_start_index is None:
         level_start_index = _level_start_index(spatial_shapes)
     backend = select_backend(impl, value.device, value.dtype)
     if backend == "pytorch":
         return ms_deform_attn_core_pytorch(
             value, spatial_shapes, sampling_locations, attention_weights
-        )
-    if not (sampling_locations.dtype == attention_weights.dtype == value.dtype):
-        raise TypeError(
-            "value, sampling_locations and attention_weights must share a dtype, got "
-            f"{value.dtype}, {sampling_locations.dtype}, {attention_weights.dtype}"
         )
     return MSDeformAttnFunction.apply(
         value.contiguous(),

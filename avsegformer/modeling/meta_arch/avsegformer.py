@@ -53,10 +53,17 @@ class AVSegFormer(nn.Module):
     Attribute names follow the original checkpoints (see :mod:`avsegformer.checkpoint`).
     Subclasses swap the query generator and the mixer through :meth:`build_query_generator`,
     :meth:`build_mixer`, :meth:`generate_queries` and :meth:`mix`.
+
+    :func:`~avsegformer.modeling.precision.apply_inference_precision` converts the model for
+    bfloat16 inference (``TEST.PRECISION``); the sub-modules in :attr:`float32_modules` stay
+    float32 and the probabilities are always computed from float32 logits.
     """
 
     #: Run the head on padded frames in inference too (on zero features, outputs zeroed).
     runs_padded_frames = False
+    #: Sub-modules that stay float32 in low-precision inference: VGGish is cheap next to the
+    #: visual path, and its embedding feeds every query.
+    float32_modules = ("audio_backbone",)
 
     @configurable
     def __init__(
@@ -248,7 +255,8 @@ class AVSegFormer(nn.Module):
             return self.criterion(logits, mask_feature, targets.index_select(0, run), **outputs)
 
         outputs = self.predict(images.tensor, log_mel, frame_valid)
-        logits = outputs["pred_logits"]
+        # float32 probabilities whatever the model's dtype (a no-op for a float32 model).
+        logits = outputs["pred_logits"].float()
         probs = logits.sigmoid() if self.num_classes == 1 else logits.softmax(dim=1)
         return frame_probabilities_per_clip(probs, batched_inputs, lengths, images.image_sizes)
 

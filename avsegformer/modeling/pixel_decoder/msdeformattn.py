@@ -124,7 +124,10 @@ class MSDeformAttnEncoder(nn.Module):
             ``[N, S, C]`` memory.
         """
         shapes = [tuple(s) for s in spatial_shapes.tolist()]
-        reference_points = self.reference_points(shapes, src.device).to(src.dtype)
+        # At least float32: half-precision models keep the sampling locations in float32.
+        reference_points = self.reference_points(shapes, src.device).to(
+            torch.promote_types(src.dtype, torch.float32)
+        )
         reference_points = reference_points.expand(src.shape[0], -1, -1, -1)
         for layer in self.layers:
             src = layer(src, pos, reference_points, spatial_shapes, level_start_index)

@@ -41,10 +41,16 @@ inline Dims check_inputs(
       spatial_shapes.scalar_type() == at::kLong && level_start_index.scalar_type() == at::kLong,
       "ms_deform_attn: spatial_shapes and level_start_index must be int64, got ",
       spatial_shapes.scalar_type(), " and ", level_start_index.scalar_type());
+  // Locations and weights come in value's dtype, or in float32 next to a half-precision value:
+  // a bfloat16 location is only good to 1/256 of the map, a third of a pixel on a 64-wide level.
+  const bool half_value =
+      value.scalar_type() == at::kHalf || value.scalar_type() == at::kBFloat16;
   TORCH_CHECK(
-      sampling_loc.scalar_type() == value.scalar_type() &&
-          attn_weight.scalar_type() == value.scalar_type(),
-      "ms_deform_attn: value, sampling_loc and attn_weight must share a dtype, got ",
+      sampling_loc.scalar_type() == attn_weight.scalar_type() &&
+          (sampling_loc.scalar_type() == value.scalar_type() ||
+           (half_value && sampling_loc.scalar_type() == at::kFloat)),
+      "ms_deform_attn: sampling_loc and attn_weight must share value's dtype (or be float32 "
+      "with a float16/bfloat16 value), got ",
       value.scalar_type(), ", ", sampling_loc.scalar_type(), ", ", attn_weight.scalar_type());
   for (const at::Tensor* t : {&spatial_shapes, &level_start_index, &sampling_loc, &attn_weight}) {
     TORCH_CHECK(

@@ -7,13 +7,19 @@
 //             queries sample nearby pixels, so reads stay in cache). grad_value[b, :, m, :] is
 //             touched by the task of head m alone, so the accumulation needs neither atomics nor
 //             per-thread buffers, and the result does not depend on the number of threads.
+// float16 and bfloat16 values are read as they are and every sum runs in float
+// (at::opmath_type), as in the CUDA kernels: locations, weights and gradients are handled in
+// float, the output and the gradients are rounded to the input dtypes once, at the end.
 #include "ms_deform_attn_cpu.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <type_traits>
+#include <vector>
 
 #include "../common/ms_deform_attn_checks.h"
 #include "../common/ms_deform_im2col.h"
@@ -21,66 +27,85 @@
 namespace {
 
 // Plain accumulation into grad_value: each (batch, head) slice belongs to one task.
-template <typename scalar_t>
+template <typename acc_t>
 struct AddInPlace {
-  scalar_t* base;
-  inline void operator()(int64_t offset, int64_t channel, scalar_t grad) const {
+  acc_t* base;
+  inline void operator()(int64_t offset, int64_t channel, acc_t grad) const {
     base[offset + channel] += grad;
   }
 };
 
+// loc and attn are in acc_t (float for half types), the caller converts them.
 template <typename scalar_t>
 void forward_kernel(
     const msda::Dims& d,
     const scalar_t* value,
     const int64_t* shapes,
     const int64_t* starts,
-    const scalar_t* loc,
-    const scalar_t* attn,
+    const at::opmath_type<scalar_t>* loc,
+    const at::opmath_type<scalar_t>* attn,
     scalar_t* out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  // float32/float64 accumulate straight into the output; half types into a float row per query.
+  constexpr bool kDirect = std::is_same_v<acc_t, scalar_t>;
   const int64_t pixel_stride = d.num_heads * d.channels;
   const int64_t samples_per_head = d.num_levels * d.num_points;
   // A (batch, query) costs M * L * P * 4 * D multiply-adds; keep a task above ~32k of them.
   const int64_t grain =
       std::max<int64_t>(1, 32768 / std::max<int64_t>(1, pixel_stride * samples_per_head * 4));
   at::parallel_for(0, d.batch * d.num_queries, grain, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> row(kDirect ? 0 : pixel_stride);
     for (int64_t bq = begin; bq < end; ++bq) {
       const int64_t b = bq / d.num_queries;
       const scalar_t* value_batch = value + b * d.num_tokens * pixel_stride;
+      acc_t* acc = nullptr;
+      if constexpr (kDirect) {
+        acc = out + bq * pixel_stride;
+      } else {
+        acc = row.data();
+      }
       // The output is allocated uninitialised: zero it here, where it is about to be used.
-      std::fill_n(out + bq * pixel_stride, pixel_stride, scalar_t(0));
+      std::fill_n(acc, pixel_stride, acc_t(0));
       for (int64_t m = 0; m < d.num_heads; ++m) {
         const int64_t sample0 = (bq * d.num_heads + m) * samples_per_head;
-        scalar_t* out_head = out + bq * pixel_stride + m * d.channels;
+        acc_t* acc_head = acc + m * d.channels;
         for (int64_t l = 0; l < d.num_levels; ++l) {
           const int64_t height = shapes[2 * l];
           const int64_t width = shapes[2 * l + 1];
           const scalar_t* value_level = value_batch + starts[l] * pixel_stride + m * d.channels;
           for (int64_t p = 0; p < d.num_points; ++p) {
             const int64_t s = sample0 + l * d.num_points + p;
-            const auto taps = msda::bilinear_taps<scalar_t>(
+            const auto taps = msda::bilinear_taps<acc_t>(
                 loc[2 * s], loc[2 * s + 1], height, width, pixel_stride);
-            msda::sample_accumulate<scalar_t, scalar_t>(
-                value_level, taps, attn[s], d.channels, out_head);
+            msda::sample_accumulate<scalar_t, acc_t>(
+                value_level, taps, attn[s], d.channels, acc_head);
           }
+        }
+      }
+      if constexpr (!kDirect) {
+        scalar_t* out_row = out + bq * pixel_stride;
+        for (int64_t c = 0; c < pixel_stride; ++c) {
+          out_row[c] = static_cast<scalar_t>(acc[c]);
         }
       }
     }
   });
 }
 
+// Everything but value is in acc_t: the gradients are accumulated in float for half types.
 template <typename scalar_t>
 void backward_kernel(
     const msda::Dims& d,
     const scalar_t* value,
     const int64_t* shapes,
     const int64_t* starts,
-    const scalar_t* loc,
-    const scalar_t* attn,
-    const scalar_t* grad_out,
-    scalar_t* grad_value,
-    scalar_t* grad_loc,
-    scalar_t* grad_attn) {
+    const at::opmath_type<scalar_t>* loc,
+    const at::opmath_type<scalar_t>* attn,
+    const at::opmath_type<scalar_t>* grad_out,
+    at::opmath_type<scalar_t>* grad_value,
+    at::opmath_type<scalar_t>* grad_loc,
+    at::opmath_type<scalar_t>* grad_attn) {
+  using acc_t = at::opmath_type<scalar_t>;
   const int64_t pixel_stride = d.num_heads * d.channels;
   const int64_t samples_per_head = d.num_levels * d.num_points;
   // A task owns grad_value[b, :, m, :] for a group of heads, so that the per-query inputs and
@@ -103,17 +128,17 @@ void backward_kernel(
         for (int64_t m = m_begin; m < m_end; ++m) {
           const int64_t head_offset = b * d.num_tokens * pixel_stride + m * d.channels;
           const int64_t sample0 = (bq * d.num_heads + m) * samples_per_head;
-          const scalar_t* grad_out_head = grad_out + bq * pixel_stride + m * d.channels;
+          const acc_t* grad_out_head = grad_out + bq * pixel_stride + m * d.channels;
           for (int64_t l = 0; l < d.num_levels; ++l) {
             const int64_t height = shapes[2 * l];
             const int64_t width = shapes[2 * l + 1];
             const int64_t level_offset = head_offset + starts[l] * pixel_stride;
-            const AddInPlace<scalar_t> add_grad_value{grad_value + level_offset};
+            const AddInPlace<acc_t> add_grad_value{grad_value + level_offset};
             for (int64_t p = 0; p < d.num_points; ++p) {
               const int64_t s = sample0 + l * d.num_points + p;
-              const auto taps = msda::bilinear_taps<scalar_t>(
+              const auto taps = msda::bilinear_taps<acc_t>(
                   loc[2 * s], loc[2 * s + 1], height, width, pixel_stride);
-              const auto grad = msda::sample_backward<scalar_t, scalar_t>(
+              const auto grad = msda::sample_backward<scalar_t, acc_t>(
                   value + level_offset, taps, attn[s], grad_out_head, d.channels, height, width,
                   add_grad_value);
               grad_loc[2 * s] = grad.loc_x;
@@ -128,10 +153,11 @@ void backward_kernel(
 }
 
 void check_cpu_dtype(const at::Tensor& value) {
+  const auto dtype = value.scalar_type();
   TORCH_CHECK(
-      value.scalar_type() == at::kFloat || value.scalar_type() == at::kDouble,
-      "ms_deform_attn (CPU kernel): value must be float32 or float64, got ", value.scalar_type(),
-      " (use the PyTorch path for other dtypes)");
+      dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16,
+      "ms_deform_attn (CPU kernel): value must be float32, float64, float16 or bfloat16, got ",
+      dtype, " (use the PyTorch path for other dtypes)");
 }
 
 }  // namespace
@@ -150,16 +176,19 @@ at::Tensor ms_deform_attn_cpu_forward(
   const at::Tensor value_c = value.contiguous();
   const at::Tensor shapes_c = spatial_shapes.contiguous();
   const at::Tensor starts_c = level_start_index.contiguous();
-  const at::Tensor loc_c = sampling_loc.contiguous();
-  const at::Tensor attn_c = attn_weight.contiguous();
+  const at::ScalarType acc_type = at::toOpMathType(value.scalar_type());
+  const at::Tensor loc_c = sampling_loc.to(acc_type).contiguous();
+  const at::Tensor attn_c = attn_weight.to(acc_type).contiguous();
   at::Tensor output =
       at::empty({d.batch, d.num_queries, d.num_heads * d.channels}, value.options());
-  AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_cpu_forward", [&] {
-    forward_kernel<scalar_t>(
-        d, value_c.data_ptr<scalar_t>(), shapes_c.data_ptr<int64_t>(),
-        starts_c.data_ptr<int64_t>(), loc_c.data_ptr<scalar_t>(), attn_c.data_ptr<scalar_t>(),
-        output.data_ptr<scalar_t>());
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_cpu_forward", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        forward_kernel<scalar_t>(
+            d, value_c.data_ptr<scalar_t>(), shapes_c.data_ptr<int64_t>(),
+            starts_c.data_ptr<int64_t>(), loc_c.data_ptr<acc_t>(), attn_c.data_ptr<acc_t>(),
+            output.data_ptr<scalar_t>());
+      });
   return output;
 }
 
@@ -183,19 +212,25 @@ std::vector<at::Tensor> ms_deform_attn_cpu_backward(
   const at::Tensor value_c = value.contiguous();
   const at::Tensor shapes_c = spatial_shapes.contiguous();
   const at::Tensor starts_c = level_start_index.contiguous();
-  const at::Tensor loc_c = sampling_loc.contiguous();
-  const at::Tensor attn_c = attn_weight.contiguous();
-  const at::Tensor grad_out_c = grad_output.to(value.scalar_type()).contiguous();
-  at::Tensor grad_value = at::zeros_like(value_c);
+  const at::ScalarType acc_type = at::toOpMathType(value.scalar_type());
+  const at::Tensor loc_c = sampling_loc.to(acc_type).contiguous();
+  const at::Tensor attn_c = attn_weight.to(acc_type).contiguous();
+  const at::Tensor grad_out_c = grad_output.to(acc_type).contiguous();
+  at::Tensor grad_value = at::zeros(value_c.sizes(), value_c.options().dtype(acc_type));
   // Every entry of these two is written by the kernel.
   at::Tensor grad_loc = at::empty_like(loc_c);
   at::Tensor grad_attn = at::empty_like(attn_c);
-  AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_cpu_backward", [&] {
-    backward_kernel<scalar_t>(
-        d, value_c.data_ptr<scalar_t>(), shapes_c.data_ptr<int64_t>(),
-        starts_c.data_ptr<int64_t>(), loc_c.data_ptr<scalar_t>(), attn_c.data_ptr<scalar_t>(),
-        grad_out_c.data_ptr<scalar_t>(), grad_value.data_ptr<scalar_t>(),
-        grad_loc.data_ptr<scalar_t>(), grad_attn.data_ptr<scalar_t>());
-  });
-  return {grad_value, grad_loc, grad_attn};
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_cpu_backward", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        backward_kernel<scalar_t>(
+            d, value_c.data_ptr<scalar_t>(), shapes_c.data_ptr<int64_t>(),
+            starts_c.data_ptr<int64_t>(), loc_c.data_ptr<acc_t>(), attn_c.data_ptr<acc_t>(),
+            grad_out_c.data_ptr<acc_t>(), grad_value.data_ptr<acc_t>(),
+            grad_loc.data_ptr<acc_t>(), grad_attn.data_ptr<acc_t>());
+      });
+  // Each gradient in the dtype of its input (no copy when they already match).
+  return {
+      grad_value.to(value.scalar_type()), grad_loc.to(sampling_loc.scalar_type()),
+      grad_attn.to(attn_weight.scalar_type())};
 }

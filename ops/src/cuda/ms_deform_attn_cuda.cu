@@ -6,8 +6,9 @@
 //             so that neighbouring threads read neighbouring channels.
 //   backward: one thread per (batch, query, head), looping over the channels like the CPU kernel;
 //             it owns its location and attention gradients and adds into grad_value atomically.
-// Half and bfloat16 inputs compute in float (at::opmath_type) and accumulate the gradients in
-// float buffers, cast back at the end.
+// Half and bfloat16 values are read as they are; locations and weights are converted to float
+// (at::opmath_type) once, every sum runs in float and the gradients accumulate in float buffers,
+// rounded to the input dtypes at the end.
 #include "ms_deform_attn_cuda.h"
 
 #include <ATen/ATen.h>
@@ -47,8 +48,8 @@ __global__ void forward_kernel(
     const scalar_t* __restrict__ value,
     const int64_t* __restrict__ shapes,
     const int64_t* __restrict__ starts,
-    const scalar_t* __restrict__ loc,
-    const scalar_t* __restrict__ attn,
+    const at::opmath_type<scalar_t>* __restrict__ loc,
+    const at::opmath_type<scalar_t>* __restrict__ attn,
     scalar_t* __restrict__ out) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t pixel_stride = d.num_heads * d.channels;
@@ -69,11 +70,9 @@ __global__ void forward_kernel(
       const scalar_t* value_level = value_head + starts[l] * pixel_stride;
       for (int64_t p = 0; p < d.num_points; ++p) {
         const int64_t s = sample0 + l * d.num_points + p;
-        const auto taps = msda::bilinear_taps<acc_t>(
-            static_cast<acc_t>(loc[2 * s]), static_cast<acc_t>(loc[2 * s + 1]), height, width,
-            pixel_stride);
-        msda::sample_accumulate<scalar_t, acc_t>(
-            value_level, taps, static_cast<acc_t>(attn[s]), 1, &acc);
+        const auto taps =
+            msda::bilinear_taps<acc_t>(loc[2 * s], loc[2 * s + 1], height, width, pixel_stride);
+        msda::sample_accumulate<scalar_t, acc_t>(value_level, taps, attn[s], 1, &acc);
       }
     }
     out[index] = static_cast<scalar_t>(acc);
@@ -86,8 +85,8 @@ __global__ void backward_kernel(
     const scalar_t* __restrict__ value,
     const int64_t* __restrict__ shapes,
     const int64_t* __restrict__ starts,
-    const scalar_t* __restrict__ loc,
-    const scalar_t* __restrict__ attn,
+    const at::opmath_type<scalar_t>* __restrict__ loc,
+    const at::opmath_type<scalar_t>* __restrict__ attn,
     const at::opmath_type<scalar_t>* __restrict__ grad_out,
     at::opmath_type<scalar_t>* grad_value,
     at::opmath_type<scalar_t>* __restrict__ grad_loc,
@@ -111,11 +110,10 @@ __global__ void backward_kernel(
       const AtomicAdd<acc_t> add_grad_value{grad_value + level_offset};
       for (int64_t p = 0; p < d.num_points; ++p) {
         const int64_t s = sample0 + l * d.num_points + p;
-        const auto taps = msda::bilinear_taps<acc_t>(
-            static_cast<acc_t>(loc[2 * s]), static_cast<acc_t>(loc[2 * s + 1]), height, width,
-            pixel_stride);
+        const auto taps =
+            msda::bilinear_taps<acc_t>(loc[2 * s], loc[2 * s + 1], height, width, pixel_stride);
         const auto grad = msda::sample_backward<scalar_t, acc_t>(
-            value + level_offset, taps, static_cast<acc_t>(attn[s]), grad_out_head, d.channels,
+            value + level_offset, taps, attn[s], grad_out_head, d.channels,
             height, width, add_grad_value);
         grad_loc[2 * s] = grad.loc_x;
         grad_loc[2 * s + 1] = grad.loc_y;
@@ -141,8 +139,9 @@ at::Tensor ms_deform_attn_cuda_forward(
   const at::Tensor value_c = value.contiguous();
   const at::Tensor shapes_c = spatial_shapes.contiguous();
   const at::Tensor starts_c = level_start_index.contiguous();
-  const at::Tensor loc_c = sampling_loc.contiguous();
-  const at::Tensor attn_c = attn_weight.contiguous();
+  const at::ScalarType acc_type = at::toOpMathType(value.scalar_type());
+  const at::Tensor loc_c = sampling_loc.to(acc_type).contiguous();
+  const at::Tensor attn_c = attn_weight.to(acc_type).contiguous();
   at::Tensor output =
       at::empty({d.batch, d.num_queries, d.num_heads * d.channels}, value.options());
   if (output.numel() == 0) {
@@ -151,10 +150,11 @@ at::Tensor ms_deform_attn_cuda_forward(
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_cuda_forward", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
         forward_kernel<scalar_t><<<num_blocks(output.numel()), kThreadsPerBlock, 0, stream>>>(
             d, value_c.data_ptr<scalar_t>(), shapes_c.data_ptr<int64_t>(),
-            starts_c.data_ptr<int64_t>(), loc_c.data_ptr<scalar_t>(),
-            attn_c.data_ptr<scalar_t>(), output.data_ptr<scalar_t>());
+            starts_c.data_ptr<int64_t>(), loc_c.data_ptr<acc_t>(), attn_c.data_ptr<acc_t>(),
+            output.data_ptr<scalar_t>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
   return output;
@@ -182,9 +182,9 @@ std::vector<at::Tensor> ms_deform_attn_cuda_backward(
   const at::Tensor value_c = value.contiguous();
   const at::Tensor shapes_c = spatial_shapes.contiguous();
   const at::Tensor starts_c = level_start_index.contiguous();
-  const at::Tensor loc_c = sampling_loc.contiguous();
-  const at::Tensor attn_c = attn_weight.contiguous();
   const at::ScalarType acc_type = at::toOpMathType(value.scalar_type());
+  const at::Tensor loc_c = sampling_loc.to(acc_type).contiguous();
+  const at::Tensor attn_c = attn_weight.to(acc_type).contiguous();
   const at::Tensor grad_out_c = grad_output.to(acc_type).contiguous();
   at::Tensor grad_value = at::zeros(value_c.sizes(), value_c.options().dtype(acc_type));
   at::Tensor grad_loc = at::zeros(loc_c.sizes(), loc_c.options().dtype(acc_type));
@@ -197,13 +197,15 @@ std::vector<at::Tensor> ms_deform_attn_cuda_backward(
           using acc_t = at::opmath_type<scalar_t>;
           backward_kernel<scalar_t><<<num_blocks(num_threads), kThreadsPerBlock, 0, stream>>>(
               d, value_c.data_ptr<scalar_t>(), shapes_c.data_ptr<int64_t>(),
-              starts_c.data_ptr<int64_t>(), loc_c.data_ptr<scalar_t>(),
-              attn_c.data_ptr<scalar_t>(), grad_out_c.data_ptr<acc_t>(),
+              starts_c.data_ptr<int64_t>(), loc_c.data_ptr<acc_t>(), attn_c.data_ptr<acc_t>(),
+              grad_out_c.data_ptr<acc_t>(),
               grad_value.data_ptr<acc_t>(), grad_loc.data_ptr<acc_t>(),
               grad_attn.data_ptr<acc_t>());
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         });
   }
-  const at::ScalarType out_type = value.scalar_type();
-  return {grad_value.to(out_type), grad_loc.to(out_type), grad_attn.to(out_type)};
+  // Each gradient in the dtype of its input (no copy when they already match).
+  return {
+      grad_value.to(value.scalar_type()), grad_loc.to(sampling_loc.scalar_type()),
+      grad_attn.to(attn_weight.scalar_type())};
 }
