@@ -259,6 +259,111 @@ def test_compiled_rejects_levels_outside_value():
 
 
 # ---------------------------------------------------------------------------------------------
+# float16 / bfloat16: read as they are, summed in float32, rounded once
+# ---------------------------------------------------------------------------------------------
+# The half kernels run the float32 kernels' arithmetic on the rounded inputs and round each result
+# once: they agree with float32 on the same inputs to one unit in the last place of the half type
+# (relative 2**-8 for bfloat16, 2**-10 for float16; atol for results that cancel to ~0).
+HALF_TOL = {
+    torch.bfloat16: {"rtol": 2.0**-8, "atol": 1e-5},
+    torch.float16: {"rtol": 2.0**-10, "atol": 1e-5},
+}
+HALF_DTYPES = pytest.mark.parametrize(
+    "dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"]
+)
+
+
+def half_case(generator, dtype, *, float32_coords=False, device="cpu"):
+    """A random case in ``dtype`` (locations and weights float32 if asked), and the same rounded
+    values in float32."""
+    value, shapes, locations, weights, grad_output = random_case(generator, dtype=torch.float32)
+    value, grad_output = value.to(dtype), grad_output.to(dtype)
+    if not float32_coords:
+        locations, weights = locations.to(dtype), weights.to(dtype)
+    case = [t.to(device) for t in (value, shapes, locations, weights, grad_output)]
+    reference = [t.float() if t.is_floating_point() else t for t in case]
+    return case, reference
+
+
+@HALF_DTYPES
+@pytest.mark.parametrize("float32_coords", [False, True], ids=["half-coords", "float32-coords"])
+@pytest.mark.parametrize("seed", range(3))
+def test_cpu_half_precision_kernels_round_the_float32_result(dtype, float32_coords, seed):
+    require_compiled(dtype=dtype)
+    generator = torch.Generator().manual_seed(200 + seed)
+    case, reference_case = half_case(generator, dtype, float32_coords=float32_coords)
+    half = run_with_grads("compiled", *case)
+    reference = run_with_grads("compiled", *reference_case)
+    coord_dtype = torch.float32 if float32_coords else dtype
+    expected_dtypes = {
+        "output": dtype,
+        "grad_value": dtype,
+        "grad_sampling_locations": coord_dtype,
+        "grad_attention_weights": coord_dtype,
+    }
+    for name, result in half.items():
+        assert result.dtype == expected_dtypes[name], name
+        torch.testing.assert_close(result.float(), reference[name], **HALF_TOL[dtype], msg=name)
+    # Rounding the float32 result, not a half-precision sum: most outputs are bit-identical.
+    exact = half["output"] == reference["output"].to(dtype)
+    assert exact.float().mean() > 0.95
+
+
+@HALF_DTYPES
+def test_pytorch_path_runs_half_precision_like_the_kernels(dtype):
+    require_compiled(dtype=dtype)
+    generator = torch.Generator().manual_seed(210)
+    for float32_coords in (False, True):
+        case, _ = half_case(generator, dtype, float32_coords=float32_coords)
+        compiled = run_with_grads("compiled", *case)
+        pytorch = run_with_grads("pytorch", *case)
+        for name in compiled:
+            assert pytorch[name].dtype == compiled[name].dtype, name
+            # Both sum in float32 (in different orders) and round once.
+            torch.testing.assert_close(
+                pytorch[name].float(), compiled[name].float(), **HALF_TOL[dtype], msg=name
+            )
+
+
+def test_half_value_needs_float32_or_matching_coordinates():
+    generator = torch.Generator().manual_seed(211)
+    value, shapes, locations, weights, _ = random_case(generator, dtype=torch.float32)
+    for impl in ("auto", "pytorch"):
+        with pytest.raises(TypeError, match="share value.s dtype"):
+            ms_deform_attn(value, shapes, None, locations.bfloat16(), weights.bfloat16(), impl=impl)
+        with pytest.raises(TypeError, match="share value.s dtype"):
+            ms_deform_attn(value.bfloat16(), shapes, None, locations, weights.half(), impl=impl)
+
+
+def test_bfloat16_layer_keeps_float32_locations_and_matches_float32(monkeypatch):
+    require_compiled(dtype=torch.bfloat16)
+    torch.manual_seed(12)
+    module = MSDeformAttn(32, 2, 4, 2).eval()
+    with torch.no_grad():  # non-trivial offsets and weights
+        module.sampling_offsets.weight.normal_(0, 0.2)
+        module.attention_weights.weight.normal_(0, 0.2)
+    shapes = torch.tensor([[6, 7], [3, 4]])
+    query, inputs = torch.randn(2, 9, 32), torch.randn(2, 54, 32)
+    reference_points = torch.rand(2, 9, 2, 2)
+    seen = []
+    original = msda.MSDeformAttnFunction.apply
+
+    def spy(value, shapes_, starts, locations, weights, step):
+        seen.append((value.dtype, locations.dtype, weights.dtype))
+        return original(value, shapes_, starts, locations, weights, step)
+
+    with torch.no_grad():
+        expected = module(query, reference_points, inputs, shapes, None)
+        half = module.to(torch.bfloat16)
+        monkeypatch.setattr(msda.MSDeformAttnFunction, "apply", spy)
+        output = half(query.bfloat16(), reference_points, inputs.bfloat16(), shapes, None)
+    assert seen == [(torch.bfloat16, torch.float32, torch.float32)]
+    assert output.dtype == torch.bfloat16
+    # Weights, inputs and the four linear layers are rounded to bfloat16: a few percent.
+    torch.testing.assert_close(output.float(), expected, rtol=0.05, atol=0.05)
+
+
+# ---------------------------------------------------------------------------------------------
 # backend selection and mixed precision
 # ---------------------------------------------------------------------------------------------
 def test_missing_extension_falls_back_to_pytorch_and_logs(monkeypatch, caplog, fresh_backend_state):
@@ -295,10 +400,12 @@ def test_auto_selects_compiled_kernels_and_logs(caplog, fresh_backend_state):
     assert msda.select_backend("auto", "cpu", torch.float32) == "compiled"
     messages = [r.getMessage() for r in caplog.records if r.name == msda.__name__]
     assert len(messages) == 1 and "native CPU" in messages[0], messages
-    # float16 has no CPU kernel: auto falls back, compiled refuses.
-    assert msda.select_backend("auto", "cpu", torch.float16) == "pytorch"
-    with pytest.raises(RuntimeError, match="float16"):
-        msda.select_backend("compiled", "cpu", torch.float16)
+    # Half types have CPU kernels; complex numbers do not: auto falls back, compiled refuses.
+    for dtype in (torch.float16, torch.bfloat16):
+        assert msda.select_backend("auto", "cpu", dtype) == "compiled"
+    assert msda.select_backend("auto", "cpu", torch.complex64) == "pytorch"
+    with pytest.raises(RuntimeError, match="complex64"):
+        msda.select_backend("compiled", "cpu", torch.complex64)
 
 
 def test_foreign_cuda_only_build_is_not_used_on_cpu(monkeypatch, fresh_backend_state):
@@ -416,6 +523,25 @@ def test_cuda_half_precision_kernels(dtype):
         torch.testing.assert_close(
             half[name].float(), reference[name], rtol=0.02, atol=0.05, msg=name
         )
+
+
+@pytest.mark.gpu
+@cuda_only
+@HALF_DTYPES
+@pytest.mark.parametrize("float32_coords", [False, True], ids=["half-coords", "float32-coords"])
+def test_cuda_half_precision_kernels_match_cpu(dtype, float32_coords):
+    require_compiled("cuda", dtype)
+    require_compiled("cpu", dtype)
+    generator = torch.Generator().manual_seed(220)
+    case, reference_case = half_case(generator, dtype, float32_coords=float32_coords)
+    gpu = run_with_grads("compiled", *[t.cuda() for t in case])
+    cpu = run_with_grads("compiled", *case)
+    reference = run_with_grads("compiled", *reference_case)
+    for name in gpu:
+        assert gpu[name].dtype == cpu[name].dtype, name
+        # Both round a float32 sum of the same terms (atomics add grad_value in any order).
+        torch.testing.assert_close(gpu[name].cpu().float(), reference[name], **HALF_TOL[dtype])
+        torch.testing.assert_close(gpu[name].cpu().float(), cpu[name].float(), **HALF_TOL[dtype])
 
 
 @pytest.mark.gpu

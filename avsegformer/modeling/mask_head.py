@@ -14,6 +14,10 @@ class QueryMapMLP(nn.Module):
     ReLU between layers), so the weights are tied to the number of queries. The first layer is
     applied to the queries before the product (``W1 S = (W1 Q) F``), which never materialises
     the ``[N, num_queries, H, W]`` maps and costs less than the 1x1 conv over them.
+
+    The layers run as matrix products over pixel tokens ``[N, H*W, channels]`` and the result
+    is returned as a channels-last ``[N, out_dim, H, W]`` view: with a channels-last mask feature
+    (a model converted for low-precision inference) no layer reorders its input.
     """
 
     def __init__(self, *, num_queries: int = 300, hidden_dim: int = 2048, out_dim: int = 256):
@@ -30,7 +34,7 @@ class QueryMapMLP(nn.Module):
             mask_feature: ``[N, C, H, W]``.
 
         Returns:
-            ``[N, out_dim, H, W]``.
+            ``[N, out_dim, H, W]`` (channels-last strides).
         """
         n, _, height, width = mask_feature.shape
         first = self.layers[0]
@@ -39,13 +43,14 @@ class QueryMapMLP(nn.Module):
                 f"the query-map MLP expects {first.in_channels} queries, got {queries.shape[1]}"
             )
         folded = torch.matmul(first.weight.flatten(1), queries)  # [N, hidden, C]
-        hidden = torch.baddbmm(first.bias[None, :, None], folded, mask_feature.flatten(2))
-        hidden = F.relu(hidden).view(n, -1, height, width)
+        pixels = mask_feature.flatten(2).transpose(1, 2)  # [N, HW, C]
+        hidden = torch.baddbmm(first.bias, pixels, folded.transpose(1, 2))  # [N, HW, hidden]
+        hidden = F.relu(hidden)
         for i, layer in enumerate(self.layers[1:], start=1):
-            hidden = layer(hidden)
+            hidden = F.linear(hidden, layer.weight.flatten(1), layer.bias)
             if i < len(self.layers) - 1:
                 hidden = F.relu(hidden)
-        return hidden
+        return hidden.view(n, height, width, -1).permute(0, 3, 1, 2)
 
 
 class AVSegMaskHead(nn.Module):
