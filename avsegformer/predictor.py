@@ -36,6 +36,7 @@ from .data.media import (
     write_video,
 )
 from .evaluation.visualize import binary_mask_image, overlay_image, palette_mask_image, save_image
+from .modeling.precision import apply_inference_precision
 
 __all__ = ["STEP_SECONDS", "ClipPredictor", "audio_examples", "read_clip", "write_predictions"]
 
@@ -88,7 +89,8 @@ def read_clip(
 
 
 class ClipPredictor:
-    """The model of a config, in eval mode with ``MODEL.WEIGHTS`` loaded, applied to one clip.
+    """The model of a config, in eval mode with ``MODEL.WEIGHTS`` loaded and converted to
+    ``TEST.PRECISION``, applied to one clip.
 
     Frames of any size go through the data mapper's resize to ``INPUT.FRAME_SIZE`` and channel
     order (``INPUT.FORMAT``); the model returns each frame's probabilities at its own size. Up to
@@ -107,6 +109,7 @@ class ClipPredictor:
                 "MODEL.WEIGHTS is empty: the masks come from a randomly initialised model"
             )
         load_model_weights(self.cfg, self.model)
+        apply_inference_precision(self.model, self.cfg.TEST.PRECISION)
         self.frame_size = tuple(self.cfg.INPUT.FRAME_SIZE)
         self.image_format = self.cfg.INPUT.FORMAT
 

@@ -12,7 +12,6 @@
    :func:`format_report` prints the numbers and checks them against the demo's targets.
 """
 
-import contextlib
 import logging
 import os
 
@@ -171,13 +170,14 @@ def evaluate_weights(
     """AVSBench scores (``mIoU``, ``Fscore``) of ``weights`` on ``dataset``.
 
     Args:
-        precision: ``fp32``, or ``bf16`` for autocast on the config's device.
+        precision: ``TEST.PRECISION``: ``fp32``, or ``bf16`` (the model converted to bfloat16).
         negative_audio: also score the negative conditions (``TEST.NEGATIVE_AUDIO``).
         save_predictions: write masks and overlays under
             ``OUTPUT_DIR/inference/<dataset>/predictions``.
     """
     from .checkpoint import load_model_weights
     from .engine import Trainer
+    from .modeling.precision import apply_inference_precision
 
     cfg = cfg.clone()
     cfg.defrost()
@@ -185,14 +185,12 @@ def evaluate_weights(
     cfg.DATASETS.TEST = (dataset,)
     cfg.TEST.AVS.SAVE_PREDICTIONS = save_predictions
     cfg.TEST.NEGATIVE_AUDIO.ENABLED = negative_audio
+    cfg.TEST.PRECISION = precision
     cfg.freeze()
     model = Trainer.build_model(cfg)
     load_model_weights(cfg, model)
-    autocast = contextlib.nullcontext()
-    if precision == "bf16":
-        autocast = torch.autocast(device_type=cfg.MODEL.DEVICE.split(":")[0], dtype=torch.bfloat16)
-    with autocast:
-        return Trainer.test(cfg, model)["avs"]
+    apply_inference_precision(model.eval(), precision)
+    return Trainer.test(cfg, model)["avs"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,14 +26,35 @@ def test_benchmark_reports_both_phases(tmp_path, capsys):
     )  # fmt: skip
     assert json.loads(output.read_text()) == json.loads(json.dumps(report))
     assert report["frames"] == 2 and report["opts"] == ["MODEL.AUDIO.FREEZE", "True"]
+    assert report["precision"] == ["fp32", "bf16"]  # both by default, side by side
+    assert report["cpu_bf16"] in {"AMX+AVX512-BF16", "AMX", "AVX512-BF16", "neither"}
+    assert len(report["load_avg"]) == 2
     for phase in ("eval", "train"):
-        result = report["results"][phase]
-        assert len(result["runs_s"]) == 2
-        assert result["min_s"] <= result["median_s"] <= result["max_s"]
-        assert result["frames_per_s"] == pytest.approx(2 / result["median_s"])
-        assert result["peak_memory_gb"] > 0.1
+        for precision in ("fp32", "bf16"):
+            result = report["results"][phase][precision]
+            assert len(result["runs_s"]) == 2
+            assert result["min_s"] <= result["median_s"] <= result["max_s"]
+            assert result["frames_per_s"] == pytest.approx(2 / result["median_s"])
+            assert result["peak_memory_gb"] > 0.1
+        by_precision = report["results"][phase]
+        assert by_precision["bf16"]["speedup_vs_fp32"] == pytest.approx(
+            by_precision["fp32"]["median_s"] / by_precision["bf16"]["median_s"]
+        )
     table = capsys.readouterr().out
-    assert "eval" in table and "train" in table and "frames/s" in table
+    assert "eval" in table and "train" in table and "frames/s" in table and "vs fp32" in table
+    assert f"cpu_bf16={report['cpu_bf16']}" in table
+
+
+def test_benchmark_times_one_precision_when_asked():
+    report = benchmark.main(
+        [
+            "--config-file", str(REPO / "configs" / "synthetic" / "avsegformer_tiny_s4.yaml"),
+            "--phases", "eval", "--precision", "bf16", "--frames", "1", "--size", "64",
+            "--runs", "1", "--warmup", "0",
+        ]
+    )  # fmt: skip
+    assert list(report["results"]["eval"]) == ["bf16"]
+    assert "speedup_vs_fp32" not in report["results"]["eval"]["bf16"]
 
 
 def test_benchmark_loads_model_weights_from_the_opts(tmp_path, monkeypatch):
@@ -54,7 +75,7 @@ def test_benchmark_loads_model_weights_from_the_opts(tmp_path, monkeypatch):
 
     monkeypatch.setattr(benchmark, "build_model", recording_build_model)
     argv = ["--config-file", str(config), "--phases", "eval", "--frames", "1", "--size", "64",
-            "--runs", "1", "--warmup", "0"]  # fmt: skip
+            "--runs", "1", "--warmup", "0", "--precision", "fp32"]  # fmt: skip
     benchmark.main([*argv, "--opts", "MODEL.WEIGHTS", str(weights)])
     benchmark.main(argv)
     loaded, random = (dict(model.state_dict()) for model in built)

@@ -17,17 +17,25 @@ falls back to the CPU with one warning (the table's ``device`` says which one ra
 Peak memory is the process's peak resident set size on CPU (reset before each phase where the
 kernel allows it, /proc/self/clear_refs; otherwise the process-lifetime peak) and
 ``torch.cuda.max_memory_allocated`` on GPU.
+
+``--precision fp32 bf16`` (the default) times both precisions in one process, interleaved run by
+run so that a shared machine's load affects both alike, and reports the bf16 speed-up with the
+load average and the CPU's bfloat16 features (AMX, AVX512-BF16, or neither). bf16 eval is the
+``TEST.PRECISION bf16`` inference path (a bfloat16 copy of the model, see
+``avsegformer.modeling.precision``); a bf16 training step runs the float32 model under bfloat16
+autocast (``SOLVER.AMP.ENABLED`` on CPU). The peak memory of interleaved phases is their joint peak.
 """
 
 import argparse
 import contextlib
+import copy
 import json
 import logging
+import os
 import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -35,6 +43,7 @@ from detectron2.modeling import build_model
 
 from avsegformer.checkpoint import load_model_weights
 from avsegformer.config import setup_cfg
+from avsegformer.modeling.precision import apply_inference_precision, cpu_bfloat16_features
 from avsegformer.solver import build_optimizer
 
 logger = logging.getLogger("benchmark")
@@ -54,7 +63,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3, help="timed runs per phase")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs per phase")
     parser.add_argument("--phases", nargs="+", default=["eval", "train"], choices=["eval", "train"])
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        default=list(PRECISIONS),
+        choices=PRECISIONS,
+        help="precisions timed side by side (default: both)",
+    )
     parser.add_argument("--output", help="write the results as JSON here")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides")
     return parser.parse_args(argv)
@@ -128,51 +143,70 @@ class PeakMemory:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
-def time_runs(step: Callable[[], None], runs: int, warmup: int, device: str) -> list[float]:
+def time_interleaved(steps: dict, runs: int, warmup: int, device: str) -> dict:
+    """Seconds of each ``steps[name]()`` call: ``warmup`` untimed rounds, then ``runs`` rounds
+    that call every step once, in turn."""
+
     def synchronize():
         if device == "cuda":
             torch.cuda.synchronize()
 
     for _ in range(warmup):
-        step()
+        for step in steps.values():
+            step()
     synchronize()
-    times = []
+    times = {name: [] for name in steps}
     for _ in range(runs):
-        start = time.perf_counter()
-        step()
-        synchronize()
-        times.append(time.perf_counter() - start)
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            synchronize()
+            times[name].append(time.perf_counter() - start)
     return times
 
 
-def benchmark_eval(model, clip, args, device: str, memory: PeakMemory) -> dict:
-    model.eval()
+def eval_step(model, clip, precision: str):
+    """One eval forward; bf16 runs a copy of the model converted by ``TEST.PRECISION``."""
+    model = model.eval()
+    if precision != "fp32":
+        model = apply_inference_precision(copy.deepcopy(model), precision)
 
     def step():
-        with torch.no_grad(), autocast_context(args.precision, device):
+        with torch.no_grad():
             model([clip])
 
-    memory.reset()
-    times = time_runs(step, args.runs, args.warmup, device)
-    return summarize(times, args.frames, memory.peak_bytes())
+    return step
 
 
-def benchmark_train(model, clip, cfg, args, device: str, memory: PeakMemory) -> dict:
+def train_step(model, clip, cfg, precision: str, device: str):
+    """One training step (forward, backward, optimiser step) under the precision's autocast."""
     model.train()
     model.backbone.requires_grad_(True)
     optimizer = build_optimizer(cfg, model)
 
     def step():
-        with autocast_context(args.precision, device):
+        with autocast_context(precision, device):
             losses = model([clip])
         total = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
 
+    return step
+
+
+def benchmark_phase(phase, model, cfg, args, device: str, memory: PeakMemory) -> dict:
+    """Every precision of one phase, interleaved: ``{precision: summary}``."""
+    clip = make_clip(cfg, args.frames, args.size, train=phase == "train")
+    if phase == "eval":
+        steps = {p: eval_step(model, clip, p) for p in args.precision}
+    else:
+        # One model trained by every precision in turn: each step is timed alike.
+        steps = {p: train_step(model, clip, cfg, p, device) for p in args.precision}
     memory.reset()
-    times = time_runs(step, args.runs, args.warmup, device)
-    return summarize(times, args.frames, memory.peak_bytes())
+    times = time_interleaved(steps, args.runs, args.warmup, device)
+    peak = memory.peak_bytes()
+    return {p: summarize(times[p], args.frames, peak) for p in args.precision}
 
 
 def summarize(times: list[float], frames: int, peak_bytes: int) -> dict:
@@ -189,12 +223,28 @@ def summarize(times: list[float], frames: int, peak_bytes: int) -> dict:
 
 def print_table(results: dict, header: dict) -> None:
     print(", ".join(f"{k}={v}" for k, v in header.items()))
-    print(f"{'phase':<6} {'median s':>9} {'min s':>8} {'max s':>8} {'frames/s':>9} {'peak GB':>8}")
-    for phase, r in results.items():
-        print(
-            f"{phase:<6} {r['median_s']:>9.3f} {r['min_s']:>8.3f} {r['max_s']:>8.3f} "
-            f"{r['frames_per_s']:>9.2f} {r['peak_memory_gb']:>8.2f}"
-        )
+    print(
+        f"{'phase':<6} {'prec':<5} {'median s':>9} {'min s':>8} {'max s':>8} {'frames/s':>9} "
+        f"{'peak GB':>8} {'vs fp32':>8}"
+    )
+    for phase, by_precision in results.items():
+        for precision, r in by_precision.items():
+            speedup = r.get("speedup_vs_fp32")
+            ratio = f"{speedup:>7.2f}x" if speedup else f"{'':>8}"
+            print(
+                f"{phase:<6} {precision:<5} {r['median_s']:>9.3f} {r['min_s']:>8.3f} "
+                f"{r['max_s']:>8.3f} {r['frames_per_s']:>9.2f} {r['peak_memory_gb']:>8.2f} {ratio}"
+            )
+
+
+def add_speedups(results: dict) -> None:
+    """``speedup_vs_fp32`` (fp32 median / this median) of every other precision, in place."""
+    for by_precision in results.values():
+        if "fp32" not in by_precision:
+            continue
+        for precision, r in by_precision.items():
+            if precision != "fp32":
+                r["speedup_vs_fp32"] = by_precision["fp32"]["median_s"] / r["median_s"]
 
 
 def main(argv=None) -> dict:
@@ -210,13 +260,11 @@ def main(argv=None) -> dict:
     num_parameters = sum(p.numel() for p in model.parameters())
 
     memory = PeakMemory(device)
-    results = {}
-    for phase in args.phases:
-        clip = make_clip(cfg, args.frames, args.size, train=phase == "train")
-        if phase == "eval":
-            results[phase] = benchmark_eval(model, clip, args, device, memory)
-        else:
-            results[phase] = benchmark_train(model, clip, cfg, args, device, memory)
+    load_before = os.getloadavg()
+    results = {
+        phase: benchmark_phase(phase, model, cfg, args, device, memory) for phase in args.phases
+    }
+    add_speedups(results)
 
     header = {
         "config": args.config_file,
@@ -228,6 +276,9 @@ def main(argv=None) -> dict:
         "precision": args.precision,
         "parameters": num_parameters,
         "torch": torch.__version__,
+        "cpu_bf16": cpu_bfloat16_features(),
+        # 1-minute load average before and after: the machine's other work inflates timings.
+        "load_avg": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
     }
     print_table(results, header)
     report = {**header, "opts": args.opts, "results": results}

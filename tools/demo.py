@@ -38,6 +38,11 @@ def parse_args(argv=None):
     parser.add_argument(
         "--chunk", type=int, default=5, help="frames per forward pass (memory vs. speed)"
     )
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        help="inference precision (default: the config's TEST.PRECISION)",
+    )
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE ...")
     return parser.parse_args(argv)
 
@@ -49,7 +54,8 @@ def run(args) -> dict:
     if args.chunk < 1:
         raise AVSDataError(f"--chunk must be >= 1, got {args.chunk}")
     frames, log_mel = read_clip(video=args.input, frames=args.frames, audio=args.audio)
-    predictor = ClipPredictor(setup_cfg(args.config_file, args.opts), chunk=args.chunk)
+    opts = [*args.opts, *(["TEST.PRECISION", args.precision] if args.precision else [])]
+    predictor = ClipPredictor(setup_cfg(args.config_file, opts), chunk=args.chunk)
     probs = predictor(frames, log_mel)
     palette = predictor.palette(probs.shape[1])
     video = write_predictions(args.output, frames, predictor.labels(probs, args.threshold), palette)

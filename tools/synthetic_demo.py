@@ -57,7 +57,7 @@ def parse_args(argv=None):
         "--precision",
         default="fp32",
         choices=("fp32", "bf16"),
-        help="numeric precision of the evaluations (bf16: CPU autocast / AMP on GPU)",
+        help="numeric precision of the evaluations (TEST.PRECISION; bf16: bfloat16 model)",
     )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return parser.parse_args(argv)

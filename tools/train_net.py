@@ -25,6 +25,7 @@ from detectron2.utils.logger import setup_logger
 from avsegformer.checkpoint import load_model_weights
 from avsegformer.config import setup_cfg
 from avsegformer.engine import Trainer, launch
+from avsegformer.modeling.precision import apply_inference_precision
 
 logger = logging.getLogger("avsegformer")
 
@@ -53,6 +54,7 @@ def main(args):
     if args.eval_only:
         model = Trainer.build_model(cfg)
         load_model_weights(cfg, model, resume=args.resume)
+        apply_inference_precision(model.eval(), cfg.TEST.PRECISION)
         if cfg.TEST.AUG.ENABLED:
             Trainer.test_with_TTA(cfg, model)
         results = Trainer.test(cfg, model)

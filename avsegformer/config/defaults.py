@@ -174,6 +174,10 @@ def _add_solver_config(cfg):
 # evaluation
 # ---------------------------------------------------------------------------------------------
 def _add_test_config(cfg):
+    # Numeric precision of inference (evaluation, demo, benchmark): "fp32", or "bf16" (weights
+    # and activations in bfloat16 from the visual backbone to the mask head; see
+    # avsegformer.modeling.precision). Evaluation during training always runs in float32.
+    cfg.TEST.PRECISION = "fp32"
     cfg.TEST.AVS = CN()
     t = cfg.TEST.AVS
     # Size at which S4/MS3/AVSS are scored: (0, 0) = each ground truth's own size, or an

@@ -26,6 +26,7 @@ __all__ = [
     "PRECISIONS",
     "apply_inference_precision",
     "convert_for_inference",
+    "cpu_bfloat16_features",
     "fold_batch_norms",
     "precision_dtype",
 ]
@@ -160,3 +161,22 @@ def apply_inference_precision(model: nn.Module, precision: str) -> nn.Module:
             "no float32_modules); use 'fp32'"
         )
     return convert_for_inference(model.eval(), dtype, float32_modules=model.float32_modules)
+
+
+def cpu_bfloat16_features(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's bfloat16 matrix support: ``"AMX"`` (AMX-BF16 tiles, also listing
+    ``AVX512-BF16`` when present), ``"AVX512-BF16"``, ``"neither"``, or ``"unknown"`` where
+    ``cpuinfo`` cannot be read (not Linux)."""
+    try:
+        with open(cpuinfo) as f:
+            flags = next(
+                (line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []
+            )
+    except OSError:
+        return "unknown"
+    found = [
+        name
+        for flag, name in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX512-BF16"))
+        if flag in flags
+    ]
+    return "+".join(found) or "neither"
