@@ -109,6 +109,23 @@ def synthesize_state_dict(entries, dtype=torch.float16) -> dict[str, torch.Tenso
     return state_dict
 
 
+def expected_pvt_v2_name(name: str) -> str:
+    """Our (timm) name of an official PVTv2 entry name without prefix (``block2.0.attn.q.weight``
+    -> ``stages.1.blocks.0.attn.q.weight``), stated from the two model descriptions rather than
+    from the converter's rules."""
+    parts = name.split(".")
+    head = parts[0]
+    if head == "patch_embed1":
+        return ".".join(["patch_embed", *parts[1:]])
+    stage = int(head[-1]) - 1
+    if head.startswith("patch_embed"):
+        return ".".join([f"stages.{stage}.downsample", *parts[1:]])
+    if head.startswith("norm"):
+        return ".".join([f"stages.{stage}.norm", *parts[1:]])
+    rest = ".".join(parts[2:]).replace("mlp.dwconv.dwconv.", "mlp.dwconv.")
+    return f"stages.{stage}.blocks.{parts[1]}.{rest}"
+
+
 def load_config(relative_path: str | os.PathLike):
     """A project config from ``configs/`` (relative path) with the project's keys added."""
     cfg = get_cfg()

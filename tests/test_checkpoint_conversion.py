@@ -20,7 +20,7 @@ import torchvision
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
-from helpers import load_tool, read_key_list
+from helpers import expected_pvt_v2_name, load_tool, read_key_list
 from helpers import synthesize_state_dict as synthesize
 
 from avsegformer import add_avsegformer_config
@@ -109,19 +109,6 @@ def _expected_resnet(parts: list[str]) -> str:
     return f"{stage}.{block}.shortcut{'' if parts[3] == '0' else '.norm'}.{leaf}"
 
 
-def _expected_pvt(parts: list[str]) -> str:
-    name = parts[0]
-    if name == "patch_embed1":
-        return ".".join(["patch_embed", *parts[1:]])
-    stage = int(name[-1]) - 1
-    if name.startswith("patch_embed"):
-        return ".".join([f"stages.{stage}.downsample", *parts[1:]])
-    if name.startswith("norm"):
-        return ".".join([f"stages.{stage}.norm", *parts[1:]])
-    rest = ".".join(parts[2:]).replace("mlp.dwconv.dwconv.", "mlp.dwconv.")
-    return f"stages.{stage}.blocks.{parts[1]}.{rest}"
-
-
 def expected_target(source: str) -> str | None:
     """Our name for an original entry, or None for the groups the original never uses."""
     if source.startswith(tuple(sum(DEAD_GROUPS.values(), []))):
@@ -132,7 +119,7 @@ def expected_target(source: str) -> str | None:
     parts = source.split(".")[1:]
     assert source.startswith("backbone."), source
     if parts[0].startswith(("patch_embed", "block")) or re.fullmatch(r"norm\d", parts[0]):
-        return "backbone." + _expected_pvt(parts)
+        return "backbone." + expected_pvt_v2_name(".".join(parts))
     return "backbone." + _expected_resnet(parts)
 
 
@@ -290,10 +277,10 @@ def test_family_is_detected_from_the_keys(r50_checkpoint):
     assert output["model"].keys() == convert_avsegformer_checkpoint(pvt).keys()
 
 
-@pytest.mark.parametrize("keys", ["combo/COMBO_R50_s4.keys.txt", "vggish_keys.txt"])
+@pytest.mark.parametrize("keys", ["vggish_keys.txt"])
 def test_checkpoints_of_unknown_families_are_refused(keys, tmp_path):
     checkpoint = synthesize(read_key_list(keys))
-    with pytest.raises(ValueError, match="not a checkpoint of a known family .*AVSegFormer"):
+    with pytest.raises(ValueError, match="not a checkpoint of a known family .*AVSegFormer.*COMBO"):
         convert_checkpoint(checkpoint, source="other.pth")
     source = tmp_path / "other.pth"
     torch.save(checkpoint, source)

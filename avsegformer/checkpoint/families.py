@@ -121,7 +121,11 @@ def convert_checkpoint(checkpoint: object, source: str = "checkpoint") -> dict:
     """
     state_dict = unwrap_state_dict(checkpoint, source)
     family = detect_checkpoint_family(state_dict, source)
-    converted = family.convert(state_dict)
+    try:
+        converted = family.convert(state_dict)
+    except (KeyError, ValueError) as error:  # name the file, keep the converter's message
+        message = error.args[0] if error.args else ""
+        raise type(error)(f"{source}: {message}") from error
     return {
         "model": converted,
         "__author__": f"{family.author} (converted)",
