@@ -10,6 +10,13 @@ model of a config over the result::
     predictor = ClipPredictor(setup_cfg("configs/s4/avsegformer_R50.yaml", opts))
     probs = predictor(frames, log_mel)                     # [T, K, H, W] at the frames' size
     write_predictions("out/", frames, predictor.labels(probs), predictor.palette(probs.shape[1]))
+
+A model with a Siam-Encoder (COMBO; its config sets ``INPUT.MASKIGE_FOLDER``) also reads one
+maskige per frame: :func:`read_clip_maskiges` finds ``<frame>_mask_color.png`` for each frame
+(:mod:`avsegformer.data.maskiges` paints them from any segmenter's masks)::
+
+    maskiges = read_clip_maskiges("maskiges/", len(frames), frames="frames/")
+    probs = predictor(frames, log_mel, maskiges)
 """
 
 import logging
@@ -25,10 +32,13 @@ from PIL import Image
 from .checkpoint import load_model_weights
 from .data.audio import EXAMPLE_FRAMES, HOP_SAMPLES, SAMPLE_RATE, fit_examples, waveform_to_examples
 from .data.dataset_mapper import frames_to_tensor, resize_frame
+from .data.datasets.layout import MASKIGE_SUFFIX
+from .data.maskiges import read_maskige
 from .data.masks import AVSS_NUM_CLASSES, avss_palette, voc_palette
 from .data.media import (
     MediaError,
     check_video,
+    image_folder_names,
     read_audio_file,
     read_audio_track,
     read_image_folder,
@@ -38,7 +48,15 @@ from .data.media import (
 from .evaluation.visualize import binary_mask_image, overlay_image, palette_mask_image, save_image
 from .modeling.precision import apply_inference_precision
 
-__all__ = ["STEP_SECONDS", "ClipPredictor", "audio_examples", "read_clip", "write_predictions"]
+__all__ = [
+    "STEP_SECONDS",
+    "ClipPredictor",
+    "audio_examples",
+    "read_clip",
+    "read_clip_maskiges",
+    "step_names",
+    "write_predictions",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -88,13 +106,42 @@ def read_clip(
     return images, log_mel[: len(images)]
 
 
+def step_names(count: int) -> list[str]:
+    """The names of a video's frame steps: ``0000``, ``0001``, ... (as in the written masks)."""
+    return [f"{index:04d}" for index in range(count)]
+
+
+def read_clip_maskiges(folder: str, count: int, *, frames: str | None = None) -> list[Image.Image]:
+    """The maskiges of a clip's ``count`` frames, RGB PIL images: for a frame named ``X.png`` (or
+    any image extension), ``<folder>/X_mask_color.png``, AVSBench's naming.
+
+    Args:
+        folder: where the maskiges are.
+        count: the number of frames (:func:`read_clip`).
+        frames: the folder of frames the clip was read from; None for a video, whose frame steps
+            are named :func:`step_names` (``0000_mask_color.png``, ...).
+
+    Raises:
+        AVSDataError: the folder or a frame's maskige is missing or unreadable (named).
+    """
+    if not os.path.isdir(folder):
+        raise MediaError(f"{folder}: no such maskige folder")
+    names = image_folder_names(frames)[:count] if frames is not None else step_names(count)
+    return [
+        read_maskige(os.path.join(folder, os.path.splitext(name)[0] + MASKIGE_SUFFIX))
+        for name in names
+    ]
+
+
 class ClipPredictor:
     """The model of a config, in eval mode with ``MODEL.WEIGHTS`` loaded and converted to
     ``TEST.PRECISION``, applied to one clip.
 
     Frames of any size go through the data mapper's resize to ``INPUT.FRAME_SIZE`` and channel
     order (``INPUT.FORMAT``); the model returns each frame's probabilities at its own size. Up to
-    ``chunk`` frames of equal size go through one forward pass (memory vs. speed).
+    ``chunk`` frames of equal size go through one forward pass (memory vs. speed). A config
+    with ``INPUT.MASKIGE_FOLDER`` set is one whose model reads a maskige per frame (COMBO's
+    Siam-Encoder): then maskiges must be given, and go through the frames' resize.
     """
 
     def __init__(self, cfg, *, chunk: int = 5):
@@ -113,16 +160,49 @@ class ClipPredictor:
         self.frame_size = tuple(self.cfg.INPUT.FRAME_SIZE)
         self.image_format = self.cfg.INPUT.FORMAT
 
+    @property
+    def reads_maskiges(self) -> bool:
+        """Whether the model reads a maskige per frame (the config sets INPUT.MASKIGE_FOLDER)."""
+        return bool(self.cfg.INPUT.MASKIGE_FOLDER)
+
+    def _check_maskiges(self, maskiges, count: int) -> bool:
+        """Whether to feed ``maskiges``; errors for missing ones the model needs."""
+        if not self.reads_maskiges:
+            if maskiges is not None:
+                logger.warning(
+                    "the %s model of this config reads no maskiges: the given ones are ignored",
+                    self.cfg.MODEL.META_ARCHITECTURE,
+                )
+            return False
+        if maskiges is None:
+            raise MediaError(
+                f"the {self.cfg.MODEL.META_ARCHITECTURE} model of this config reads a maskige "
+                f"per frame (INPUT.MASKIGE_FOLDER {self.cfg.INPUT.MASKIGE_FOLDER!r}: its "
+                "Siam-Encoder), but no maskiges were given; pass a folder of "
+                f"<frame>{MASKIGE_SUFFIX} images (tools/demo.py --maskiges DIR)"
+            )
+        if len(maskiges) != count:
+            raise MediaError(f"{count} frames but {len(maskiges)} maskiges")
+        return True
+
     @torch.no_grad()
-    def __call__(self, frames: Sequence[Image.Image], log_mel: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self,
+        frames: Sequence[Image.Image],
+        log_mel: torch.Tensor,
+        maskiges: Sequence[Image.Image] | None = None,
+    ) -> torch.Tensor:
         """Per-frame probabilities: float32 ``[T, K, H, W]`` at the frames' own size.
 
         Args:
             frames: T RGB PIL images of one size ``(W, H)``.
             log_mel: float ``[T, 96, 64]``, example ``t`` heard while frame ``t`` is shown.
+            maskiges: T RGB PIL maskiges, one per frame; needed by (and only given to) a
+                model that reads them (:attr:`reads_maskiges`).
         """
         if len(frames) != log_mel.shape[0] or not frames:
             raise ValueError(f"{len(frames)} frames but {log_mel.shape[0]} log-mel examples")
+        feed_maskiges = self._check_maskiges(maskiges, len(frames))
         sizes = {frame.size for frame in frames}
         if len(sizes) > 1:
             raise ValueError(f"the frames of a clip must share one size, got {sorted(sizes)}")
@@ -139,6 +219,11 @@ class ClipPredictor:
                 "height": height,
                 "width": width,
             }
+            if feed_maskiges:
+                clip["maskiges"] = frames_to_tensor(
+                    [resize_frame(m, self.frame_size) for m in maskiges[start : start + len(part)]],
+                    self.image_format,
+                )
             outputs.append(self.model([clip])[0]["sem_seg"].float().cpu())
         return torch.cat(outputs)
 

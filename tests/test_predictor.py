@@ -11,9 +11,16 @@ from PIL import Image
 
 from avsegformer.data.audio import load_log_mel
 from avsegformer.data.dataset_mapper import AVSDatasetMapper
+from avsegformer.data.maskiges import save_maskige
 from avsegformer.data.masks import avss_palette
 from avsegformer.data.media import MediaError, write_video
-from avsegformer.predictor import STEP_SECONDS, ClipPredictor, read_clip, write_predictions
+from avsegformer.predictor import (
+    STEP_SECONDS,
+    ClipPredictor,
+    read_clip,
+    read_clip_maskiges,
+    write_predictions,
+)
 
 FPS = 10
 
@@ -134,6 +141,72 @@ def test_the_model_is_fed_what_the_eval_mapper_gives(tmp_path, image_format):
     torch.testing.assert_close(torch.cat([c["log_mel"] for c in fed]), mapped["log_mel"])
     assert all((c["height"], c["width"]) == (30, 40) for c in fed)
     assert probs.shape == (3, 1, 30, 40) and probs.dtype == torch.float32
+
+
+def write_region_maskige(path, size, split: int) -> None:
+    """A maskige of two regions split at column ``split`` (``size`` is (H, W))."""
+    masks = np.zeros((2, *size), bool)
+    masks[0, :, :split] = True
+    masks[1, : size[0] // 2] = True
+    save_maskige(masks, str(path))
+
+
+def test_maskiges_are_fed_as_the_eval_mapper_gives_them(tmp_path):
+    frames_dir, maskige_dir = tmp_path / "frames", tmp_path / "maskiges"
+    names = ["f1", "f10", "f2"]  # name order differs between "f1.png" and "f1_mask_color.png"
+    frames = []
+    for i, name in enumerate(names):
+        frames_dir.mkdir(exist_ok=True)
+        frame = np.random.default_rng(i).integers(0, 256, (30, 40, 3), np.uint8)
+        Image.fromarray(frame).save(frames_dir / f"{name}.png")
+        write_region_maskige(maskige_dir / f"{name}_mask_color.png", (30, 40), split=5 + 10 * i)
+    audio = write_chirp(tmp_path / "a.wav", seconds=3.0)
+    frames, log_mel = read_clip(frames=str(frames_dir), audio=str(audio))
+    maskiges = read_clip_maskiges(str(maskige_dir), len(frames), frames=str(frames_dir))
+
+    cfg = tiny_cfg()
+    cfg.INPUT.MASKIGE_FOLDER = "pre_SAM_mask"
+    mapped = AVSDatasetMapper(cfg, is_train=False)(
+        {
+            "file_names": [str(frames_dir / f"{n}.png") for n in names],
+            "maskige_file_names": [str(maskige_dir / f"{n}_mask_color.png") for n in names],
+            "audio_file_name": str(audio),
+            "video_id": "clip",
+        }
+    )
+    predictor = ClipPredictor(cfg, chunk=2)
+    predictor.model = RecordingModel(num_classes=1)
+    predictor(frames, log_mel, maskiges)
+    fed = predictor.model.inputs
+    assert [c["maskiges"].shape for c in fed] == [(2, 3, 64, 64), (1, 3, 64, 64)]
+    torch.testing.assert_close(torch.cat([c["maskiges"] for c in fed]), mapped["maskiges"])
+    torch.testing.assert_close(torch.cat([c["frames"] for c in fed]), mapped["frames"])
+
+    with pytest.raises(MediaError, match="AVSegFormer model of this config reads a maskige"):
+        predictor(frames, log_mel)
+    with pytest.raises(MediaError, match="3 frames but 2 maskiges"):
+        predictor(frames, log_mel, maskiges[:2])
+    (maskige_dir / "f2_mask_color.png").unlink()
+    with pytest.raises(ValueError, match="f2_mask_color.png: missing maskige"):
+        read_clip_maskiges(str(maskige_dir), len(frames), frames=str(frames_dir))
+
+    # A model that reads no maskiges is not given any.
+    predictor.cfg.INPUT.MASKIGE_FOLDER = ""
+    predictor.model.inputs.clear()
+    predictor(frames, log_mel, maskiges)
+    assert not any("maskiges" in clip for clip in predictor.model.inputs)
+
+
+def test_the_maskiges_of_a_video_are_named_by_step(tmp_path):
+    for step in range(3):
+        write_region_maskige(tmp_path / f"{step:04d}_mask_color.png", (8, 12), split=2 + 3 * step)
+    maskiges = read_clip_maskiges(str(tmp_path), 2)
+    assert [m.size for m in maskiges] == [(12, 8)] * 2
+    assert not np.array_equal(np.asarray(maskiges[0]), np.asarray(maskiges[1]))
+    with pytest.raises(ValueError, match="0003_mask_color.png: missing maskige"):
+        read_clip_maskiges(str(tmp_path), 4)
+    with pytest.raises(MediaError, match="nowhere: no such maskige folder"):
+        read_clip_maskiges(str(tmp_path / "nowhere"), 2)
 
 
 def test_real_model_output_shapes_do_not_depend_on_the_chunk():

@@ -11,6 +11,11 @@ each window; with ``--frames`` every image is one such step and the audio is fit
 Audio comes from ``--audio`` (any format soundfile or librosa reads) or, for a video without
 ``--audio``, from its own audio track (PyAV). Without a GPU, a CUDA config runs on the CPU.
 
+A COMBO config with the Siam-Encoder (``INPUT.MASKIGE_FOLDER`` set) also needs ``--maskiges DIR``:
+one maskige per frame, AVSBench's naming: ``X_mask_color.png`` for a frame ``X.png`` of
+``--frames``, ``0000_mask_color.png``, ``0001_...`` for the steps of a video (see
+``avsegformer.data.maskiges`` to paint them from a segmenter's masks).
+
 Writes ``masks/<i>.png`` (0/255, or the class palette), ``overlays/<i>.jpg`` and, when OpenCV
 can encode it, ``overlay.mp4``. Bad input ends with a one-line message and exit code 2.
 """
@@ -21,7 +26,7 @@ import sys
 
 from avsegformer.config import setup_cfg
 from avsegformer.data.errors import AVSDataError
-from avsegformer.predictor import ClipPredictor, read_clip, write_predictions
+from avsegformer.predictor import ClipPredictor, read_clip, read_clip_maskiges, write_predictions
 
 EXIT_BAD_INPUT = 2
 
@@ -33,6 +38,9 @@ def parse_args(argv=None):
     source.add_argument("--input", metavar="VIDEO", help="a video file OpenCV can read")
     source.add_argument("--frames", metavar="DIR", help="a folder of frames, in name order")
     parser.add_argument("--audio", metavar="FILE", help="audio file (needed with --frames)")
+    parser.add_argument(
+        "--maskiges", metavar="DIR", help="one maskige per frame (COMBO with Siam-Encoder)"
+    )
     parser.add_argument("--output", required=True, metavar="DIR")
     parser.add_argument("--threshold", type=float, default=0.5, help="binary mask threshold")
     parser.add_argument(
@@ -54,9 +62,12 @@ def run(args) -> dict:
     if args.chunk < 1:
         raise AVSDataError(f"--chunk must be >= 1, got {args.chunk}")
     frames, log_mel = read_clip(video=args.input, frames=args.frames, audio=args.audio)
+    maskiges = None
+    if args.maskiges:
+        maskiges = read_clip_maskiges(args.maskiges, len(frames), frames=args.frames)
     opts = [*args.opts, *(["TEST.PRECISION", args.precision] if args.precision else [])]
     predictor = ClipPredictor(setup_cfg(args.config_file, opts), chunk=args.chunk)
-    probs = predictor(frames, log_mel)
+    probs = predictor(frames, log_mel, maskiges)
     palette = predictor.palette(probs.shape[1])
     video = write_predictions(args.output, frames, predictor.labels(probs, args.threshold), palette)
     return {"frames": len(frames), "video": video}

@@ -20,6 +20,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "MediaError",
     "check_video",
+    "image_folder_names",
     "read_audio_file",
     "read_audio_track",
     "read_image_folder",
@@ -142,14 +143,21 @@ def read_video_frames(path: str, times: Sequence[float]) -> list[Image.Image]:
     return frames
 
 
-def read_image_folder(folder: str) -> list[Image.Image]:
-    """The images of ``folder`` (:data:`IMAGE_EXTENSIONS`) in name order, as RGB; all of one
-    size."""
+def image_folder_names(folder: str) -> list[str]:
+    """The file names of the images (:data:`IMAGE_EXTENSIONS`) in ``folder``, in name order:
+    the frames :func:`read_image_folder` reads."""
     if not os.path.isdir(folder):
         raise MediaError(f"{folder}: no such folder")
     names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS))
     if not names:
         raise MediaError(f"{folder}: no image ({', '.join(IMAGE_EXTENSIONS)}) in the folder")
+    return names
+
+
+def read_image_folder(folder: str) -> list[Image.Image]:
+    """The images of ``folder`` (:data:`IMAGE_EXTENSIONS`) in name order, as RGB; all of one
+    size."""
+    names = image_folder_names(folder)
     frames = []
     for name in names:
         path = os.path.join(folder, name)
