@@ -11,8 +11,7 @@ model of a config over the result::
     probs = predictor(frames, log_mel)                     # [T, K, H, W] at the frames' size
     write_predictions("out/", frames, predictor.labels(probs), predictor.palette(probs.shape[1]))
 
-A model with a Siam-Encoder (COMBO; its config sets ``INPUT.MASKIGE_FOLDER``) also reads one
-maskige per frame: :func:`read_clip_maskiges` finds ``<frame>_mask_color.png`` for each frame
+A model with a Siam-Encoder (COMBO, ``reads_maskiges`` True) also reads one maskige per frame: :func:`read_clip_maskiges` finds ``<frame>_mask_color.png`` for each frame
 (:mod:`avsegformer.data.maskiges` paints them from any segmenter's masks)::
 
     maskiges = read_clip_maskiges("maskiges/", len(frames), frames="frames/")
@@ -139,9 +138,9 @@ class ClipPredictor:
 
     Frames of any size go through the data mapper's resize to ``INPUT.FRAME_SIZE`` and channel
     order (``INPUT.FORMAT``); the model returns each frame's probabilities at its own size. Up to
-    ``chunk`` frames of equal size go through one forward pass (memory vs. speed). A config
-    with ``INPUT.MASKIGE_FOLDER`` set is one whose model reads a maskige per frame (COMBO's
-    Siam-Encoder): then maskiges must be given, and go through the frames' resize.
+    ``chunk`` frames of equal size go through one forward pass (memory vs. speed). A model
+    whose ``reads_maskiges`` is True (COMBO with the Siam-Encoder) needs one maskige per frame;
+    they go through the frames' resize.
     """
 
     def __init__(self, cfg, *, chunk: int = 5):
@@ -162,22 +161,20 @@ class ClipPredictor:
 
     @property
     def reads_maskiges(self) -> bool:
-        """Whether the model reads a maskige per frame (the config sets INPUT.MASKIGE_FOLDER)."""
-        return bool(self.cfg.INPUT.MASKIGE_FOLDER)
+        """Whether the model reads a maskige per frame (its ``reads_maskiges``: COMBO with the
+        Siam-Encoder)."""
+        return bool(getattr(self.model, "reads_maskiges", False))
 
     def _check_maskiges(self, maskiges, count: int) -> bool:
         """Whether to feed ``maskiges``; errors for missing ones the model needs."""
+        model = type(self.model).__name__
         if not self.reads_maskiges:
             if maskiges is not None:
-                logger.warning(
-                    "the %s model of this config reads no maskiges: the given ones are ignored",
-                    self.cfg.MODEL.META_ARCHITECTURE,
-                )
+                logger.warning("the %s model reads no maskiges: the given ones are ignored", model)
             return False
         if maskiges is None:
             raise MediaError(
-                f"the {self.cfg.MODEL.META_ARCHITECTURE} model of this config reads a maskige "
-                f"per frame (INPUT.MASKIGE_FOLDER {self.cfg.INPUT.MASKIGE_FOLDER!r}: its "
+                f"the {model} model of this config reads a maskige per frame (its "
                 "Siam-Encoder), but no maskiges were given; pass a folder of "
                 f"<frame>{MASKIGE_SUFFIX} images (tools/demo.py --maskiges DIR)"
             )

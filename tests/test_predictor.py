@@ -103,9 +103,10 @@ def tiny_cfg(num_classes: int = 1, image_format: str = "RGB"):
 class RecordingModel(torch.nn.Module):
     """Stands in for the model: records its inputs, returns the frame's mean as probability."""
 
-    def __init__(self, num_classes: int):
+    def __init__(self, num_classes: int, reads_maskiges: bool = False):
         super().__init__()
         self.num_classes = num_classes
+        self.reads_maskiges = reads_maskiges
         self.inputs = []
 
     def forward(self, clips):
@@ -165,7 +166,7 @@ def test_maskiges_are_fed_as_the_eval_mapper_gives_them(tmp_path):
     maskiges = read_clip_maskiges(str(maskige_dir), len(frames), frames=str(frames_dir))
 
     cfg = tiny_cfg()
-    cfg.INPUT.MASKIGE_FOLDER = "pre_SAM_mask"
+    cfg.INPUT.MASKIGE_FOLDER = "pre_SAM_mask"  # the mapper reads maskiges
     mapped = AVSDatasetMapper(cfg, is_train=False)(
         {
             "file_names": [str(frames_dir / f"{n}.png") for n in names],
@@ -175,14 +176,14 @@ def test_maskiges_are_fed_as_the_eval_mapper_gives_them(tmp_path):
         }
     )
     predictor = ClipPredictor(cfg, chunk=2)
-    predictor.model = RecordingModel(num_classes=1)
+    predictor.model = RecordingModel(num_classes=1, reads_maskiges=True)
     predictor(frames, log_mel, maskiges)
     fed = predictor.model.inputs
     assert [c["maskiges"].shape for c in fed] == [(2, 3, 64, 64), (1, 3, 64, 64)]
     torch.testing.assert_close(torch.cat([c["maskiges"] for c in fed]), mapped["maskiges"])
     torch.testing.assert_close(torch.cat([c["frames"] for c in fed]), mapped["frames"])
 
-    with pytest.raises(MediaError, match="AVSegFormer model of this config reads a maskige"):
+    with pytest.raises(MediaError, match="RecordingModel model of this config reads a maskige"):
         predictor(frames, log_mel)
     with pytest.raises(MediaError, match="3 frames but 2 maskiges"):
         predictor(frames, log_mel, maskiges[:2])
@@ -191,7 +192,7 @@ def test_maskiges_are_fed_as_the_eval_mapper_gives_them(tmp_path):
         read_clip_maskiges(str(maskige_dir), len(frames), frames=str(frames_dir))
 
     # A model that reads no maskiges is not given any.
-    predictor.cfg.INPUT.MASKIGE_FOLDER = ""
+    predictor.model.reads_maskiges = False
     predictor.model.inputs.clear()
     predictor(frames, log_mel, maskiges)
     assert not any("maskiges" in clip for clip in predictor.model.inputs)

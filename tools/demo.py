@@ -11,7 +11,7 @@ each window; with ``--frames`` every image is one such step and the audio is fit
 Audio comes from ``--audio`` (any format soundfile or librosa reads) or, for a video without
 ``--audio``, from its own audio track (PyAV). Without a GPU, a CUDA config runs on the CPU.
 
-A COMBO config with the Siam-Encoder (``INPUT.MASKIGE_FOLDER`` set) also needs ``--maskiges DIR``:
+A COMBO model with the Siam-Encoder (``MODEL.COMBO.SIAM_ENCODER``) also needs ``--maskiges DIR``:
 one maskige per frame, AVSBench's naming: ``X_mask_color.png`` for a frame ``X.png`` of
 ``--frames``, ``0000_mask_color.png``, ``0001_...`` for the steps of a video (see
 ``avsegformer.data.maskiges`` to paint them from a segmenter's masks).
