@@ -1,13 +1,15 @@
 #!/usr/bin/env python
-"""Convert an original checkpoint (AVSegFormer, MoDAT, ...) into a MODEL.WEIGHTS file of this project.
+"""Convert an original checkpoint (AVSegFormer, MoDAT, COMBO) into a MODEL.WEIGHTS file.
 
     python tools/convert_checkpoint.py AVSegFormer_pvt2_s4.pth avsegformer_pvtv2_s4.pth
     python tools/convert_checkpoint.py MoDAT_pvt2_s4.pth modat_pvtv2_s4.pth
+    python tools/convert_checkpoint.py COMBO_model_best.pth combo_R50_s4.pth
 
 The family of the source (which original code wrote it) is told from its keys; a file of no
 known family is refused. The output is ``{"model": state_dict, ...facts}`` and loads with no
 missing keys into the matching ``configs/*`` model. Unknown entries are an error; groups the
-original saves but never uses are dropped with a log line.
+original saves but never uses are dropped with a log line. The facts (backbone, number of
+classes; for COMBO also the Siam-Encoder and the fusion type) say which config matches.
 """
 
 import argparse
