@@ -11,7 +11,7 @@ model of a config over the result::
     probs = predictor(frames, log_mel)                     # [T, K, H, W] at the frames' size
     write_predictions("out/", frames, predictor.labels(probs), predictor.palette(probs.shape[1]))
 
-A model with a Siam-Encoder (COMBO, ``reads_maskiges`` True) also reads one maskige per frame: :func:`read_clip_maskiges` finds ``<frame>_mask_color.png`` for each frame
+A model with a Siam-Encoder (COMBO, ``uses_maskiges`` True) also reads one maskige per frame: :func:`read_clip_maskiges` finds ``<frame>_mask_color.png`` for each frame
 (:mod:`avsegformer.data.maskiges` paints them from any segmenter's masks)::
 
     maskiges = read_clip_maskiges("maskiges/", len(frames), frames="frames/")
@@ -139,7 +139,7 @@ class ClipPredictor:
     Frames of any size go through the data mapper's resize to ``INPUT.FRAME_SIZE`` and channel
     order (``INPUT.FORMAT``); the model returns each frame's probabilities at its own size. Up to
     ``chunk`` frames of equal size go through one forward pass (memory vs. speed). A model
-    whose ``reads_maskiges`` is True (COMBO with the Siam-Encoder) needs one maskige per frame;
+    whose ``uses_maskiges`` is True (COMBO with the Siam-Encoder) needs one maskige per frame;
     they go through the frames' resize.
     """
 
@@ -160,15 +160,15 @@ class ClipPredictor:
         self.image_format = self.cfg.INPUT.FORMAT
 
     @property
-    def reads_maskiges(self) -> bool:
-        """Whether the model reads a maskige per frame (its ``reads_maskiges``: COMBO with the
+    def uses_maskiges(self) -> bool:
+        """Whether the model reads a maskige per frame (its ``uses_maskiges``: COMBO with the
         Siam-Encoder)."""
-        return bool(getattr(self.model, "reads_maskiges", False))
+        return bool(getattr(self.model, "uses_maskiges", False))
 
     def _check_maskiges(self, maskiges, count: int) -> bool:
         """Whether to feed ``maskiges``; errors for missing ones the model needs."""
         model = type(self.model).__name__
-        if not self.reads_maskiges:
+        if not self.uses_maskiges:
             if maskiges is not None:
                 logger.warning("the %s model reads no maskiges: the given ones are ignored", model)
             return False
@@ -195,7 +195,7 @@ class ClipPredictor:
             frames: T RGB PIL images of one size ``(W, H)``.
             log_mel: float ``[T, 96, 64]``, example ``t`` heard while frame ``t`` is shown.
             maskiges: T RGB PIL maskiges, one per frame; needed by (and only given to) a
-                model that reads them (:attr:`reads_maskiges`).
+                model that reads them (:attr:`uses_maskiges`).
         """
         if len(frames) != log_mel.shape[0] or not frames:
             raise ValueError(f"{len(frames)} frames but {log_mel.shape[0]} log-mel examples")

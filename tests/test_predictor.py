@@ -103,10 +103,10 @@ def tiny_cfg(num_classes: int = 1, image_format: str = "RGB"):
 class RecordingModel(torch.nn.Module):
     """Stands in for the model: records its inputs, returns the frame's mean as probability."""
 
-    def __init__(self, num_classes: int, reads_maskiges: bool = False):
+    def __init__(self, num_classes: int, uses_maskiges: bool = False):
         super().__init__()
         self.num_classes = num_classes
-        self.reads_maskiges = reads_maskiges
+        self.uses_maskiges = uses_maskiges
         self.inputs = []
 
     def forward(self, clips):
@@ -176,7 +176,7 @@ def test_maskiges_are_fed_as_the_eval_mapper_gives_them(tmp_path):
         }
     )
     predictor = ClipPredictor(cfg, chunk=2)
-    predictor.model = RecordingModel(num_classes=1, reads_maskiges=True)
+    predictor.model = RecordingModel(num_classes=1, uses_maskiges=True)
     predictor(frames, log_mel, maskiges)
     fed = predictor.model.inputs
     assert [c["maskiges"].shape for c in fed] == [(2, 3, 64, 64), (1, 3, 64, 64)]
@@ -192,7 +192,7 @@ def test_maskiges_are_fed_as_the_eval_mapper_gives_them(tmp_path):
         read_clip_maskiges(str(maskige_dir), len(frames), frames=str(frames_dir))
 
     # A model that reads no maskiges is not given any.
-    predictor.model.reads_maskiges = False
+    predictor.model.uses_maskiges = False
     predictor.model.inputs.clear()
     predictor(frames, log_mel, maskiges)
     assert not any("maskiges" in clip for clip in predictor.model.inputs)
