@@ -11,7 +11,8 @@ model of a config over the result::
     probs = predictor(frames, log_mel)                     # [T, K, H, W] at the frames' size
     write_predictions("out/", frames, predictor.labels(probs), predictor.palette(probs.shape[1]))
 
-A model with a Siam-Encoder (COMBO, ``uses_maskiges`` True) also reads one maskige per frame: :func:`read_clip_maskiges` finds ``<frame>_mask_color.png`` for each frame
+A model with a Siam-Encoder (COMBO, ``uses_maskiges`` True) also reads one maskige per frame:
+:func:`read_clip_maskiges` finds ``<frame>_mask_color.png`` for each frame
 (:mod:`avsegformer.data.maskiges` paints them from any segmenter's masks)::
 
     maskiges = read_clip_maskiges("maskiges/", len(frames), frames="frames/")
