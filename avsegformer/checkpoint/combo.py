@@ -39,7 +39,8 @@ _ENCODER_PARTS = (
 _BILATERAL_PARTS = (
     r"gamma_a|gamma_v_list\.0"
     rf"|(layer_norm_v_list|layer_norm_a_list)\.0\.{WEIGHT_BIAS}"
-    rf"|attn_list\.0\.(v_proj|a_proj|values_v_proj|values_a_proj|out_v_proj|out_a_proj)\.{WEIGHT_BIAS}"
+    r"|attn_list\.0\.(v_proj|a_proj|values_v_proj|values_a_proj|out_v_proj|out_a_proj)"
+    rf"\.{WEIGHT_BIAS}"
 )
 _PREDICTOR_PARTS = (
     rf"transformer_self_attention_layers\.\d+\.(self_attn\.{_MHA}|norm\.{WEIGHT_BIAS})"
