@@ -14,8 +14,11 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_model
 from helpers import (
     expected_pvt_v2_name,
+    load_config,
     load_tool,
     read_key_list,
     synthesize_state_dict,
@@ -322,3 +325,75 @@ def test_backbone_pickles_are_read_without_running_code(tmp_path):
     (tmp_path / "list.pkl").write_bytes(pickle.dumps([np.zeros(1)]))
     with pytest.raises(ValueError, match="list.pkl: expected a dict of arrays"):
         load_detectron2_pickle(tmp_path / "list.pkl")
+
+
+# ---------------------------------------------------------------------------------------------
+# into the COMBO model (R50 only: a PVTv2-B5 COMBO takes a minute to build on a busy CPU; the
+# PVTv2 names are checked against the key lists above)
+# ---------------------------------------------------------------------------------------------
+MODELS = {
+    # key list, config, overrides of the model the key list was measured on
+    "siam": ("COMBO_R50_s4", "s4/combo_R50.yaml", []),
+    "mha_none": (
+        "Test_COMBO_R50_avss",
+        "avss/combo_R50.yaml",
+        ["MODEL.COMBO.FUSION_TYPE", "MHA-None"],
+    ),
+    "no_siam": ("COMBO_R50_ms3", "ms3/combo_R50.yaml", ["MODEL.COMBO.SIAM_ENCODER", False]),
+}
+
+
+@pytest.fixture(scope="module", params=list(MODELS))
+def combo_model(request):
+    """One R50 COMBO model per variant, built once for this module (about 0.7 GB each)."""
+    name, config, overrides = MODELS[request.param]
+    cfg = load_config(config)
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.AUDIO.WEIGHTS", ""])
+    cfg.merge_from_list(overrides)
+    entries = combo_entries(name)
+    if request.param == "no_siam":
+        entries = without_siam_encoder(entries)
+    model = build_model(cfg)
+    yield request.param, entries, model
+    del model
+
+
+def test_converted_checkpoint_loads_strictly_into_the_model(combo_model, tmp_path):
+    variant, entries, model = combo_model
+    source, destination = tmp_path / "model_best.pth", tmp_path / "combo.pth"
+    torch.save({"model": synthesize(entries), "iteration": 1}, source)
+    convert_checkpoint_main([str(source), str(destination)])
+    converted = torch.load(destination, map_location="cpu", weights_only=True)["model"]
+    model.load_state_dict(converted, strict=True)
+    assert misplaced(model.state_dict(), entries) == []
+    assert model.reads_maskiges == (variant != "no_siam")
+
+
+@pytest.fixture(scope="module")
+def r50_pickle(tmp_path_factory):
+    """An R-50.pkl with the real shapes (float16: 50 MB), written once, and its weights."""
+    weights = r50_pickle_weights(shapes=True)
+    path = tmp_path_factory.mktemp("pretrained") / "R-50.pkl"
+    write_d2_pickle(path, weights, "torchvision")
+    return path, weights
+
+
+def test_backbone_pickle_initialises_both_backbones_of_the_model(combo_model, r50_pickle, tmp_path):
+    variant, _, model = combo_model
+    source, weights = r50_pickle
+    destination = tmp_path / "combo_R-50.pth"
+    flags = ["--no-siam"] if variant == "no_siam" else []
+    convert_pretrained_main(["combo-backbone", *flags, str(source), str(destination)])
+
+    checkpointer = DetectionCheckpointer(model)
+    incompatible = checkpointer._load_model(checkpointer._load_file(str(destination)))
+    assert incompatible.unexpected_keys == [] and incompatible.incorrect_shapes == []
+    visual = [k for k in model.state_dict() if k.startswith(COMBO_VISUAL_BACKBONES)]
+    assert not set(visual) & set(incompatible.missing_keys)
+    assert set(incompatible.missing_keys) == set(model.state_dict()) - set(visual)
+    ours = model.state_dict()
+    for name, value in weights.items():
+        if name.startswith("stem.fc.") or name.endswith("num_batches_tracked"):
+            continue
+        for prefix in COMBO_VISUAL_BACKBONES[: 1 if variant == "no_siam" else 2]:
+            assert (ours[prefix + name] == float(value.flat[0])).all(), prefix + name
