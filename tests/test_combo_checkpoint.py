@@ -366,7 +366,7 @@ def test_converted_checkpoint_loads_strictly_into_the_model(combo_model, tmp_pat
     converted = torch.load(destination, map_location="cpu", weights_only=True)["model"]
     model.load_state_dict(converted, strict=True)
     assert misplaced(model.state_dict(), entries) == []
-    assert model.reads_maskiges == (variant != "no_siam")
+    assert model.uses_maskiges == (variant != "no_siam")
 
 
 @pytest.fixture(scope="module")
