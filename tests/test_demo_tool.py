@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 import pytest
 import soundfile
-from helpers import load_tool
+from helpers import load_tool, tiny_combo_cfg
 
+from avsegformer.data.maskiges import save_maskige
 from avsegformer.data.media import write_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -192,3 +193,37 @@ def test_bad_input_from_the_command_line_has_no_traceback(tmp_path):
     assert proc.returncode == demo.EXIT_BAD_INPUT
     assert "Traceback" not in proc.stderr
     assert "error: " in proc.stderr and "broken.mp4" in proc.stderr
+
+
+def test_combo_with_siam_encoder_reads_the_maskiges_of_the_steps(tmp_path, capsys):
+    """A video's steps are 0000, 0001, ...: their maskiges ``0000_mask_color.png``, ...; without
+    maskiges (or with one missing) the demo names what is missing."""
+    config = tmp_path / "combo_tiny.yaml"
+    cfg = tiny_combo_cfg()
+    cfg.INPUT.FRAME_SIZE = (32, 32)
+    config.write_text(cfg.dump())
+    video = write_square_video(tmp_path / "clip.mp4", seconds=2.2)
+    audio = write_wav(tmp_path / "sound.wav", seconds=2.2, rate=16000)
+    maskiges = tmp_path / "maskiges"
+    for step in range(2):
+        masks = np.zeros((2, 60, 80), bool)
+        masks[0, :, : 20 + 20 * step] = True
+        masks[1, 30:] = True
+        save_maskige(masks, str(maskiges / f"{step:04d}_mask_color.png"))
+    clip = ["--config-file", config, "--input", video, "--audio", audio]
+    weights = ["--opts", "MODEL.WEIGHTS", ""]
+
+    code, stdout, stderr = _run(
+        [*clip, "--maskiges", maskiges, "--output", tmp_path / "out", *weights], capsys
+    )
+    assert code == 0, stderr
+    assert "2 frames segmented" in stdout
+    assert len(list((tmp_path / "out" / "masks").glob("*.png"))) == 2
+
+    code, _, stderr = _run([*clip, "--output", tmp_path / "o", *weights], capsys)
+    _assert_clean_failure(code, stderr, "COMBO model of this config reads a maskige", "--maskiges")
+    (maskiges / "0001_mask_color.png").unlink()
+    code, _, stderr = _run(
+        [*clip, "--maskiges", maskiges, "--output", tmp_path / "o", *weights], capsys
+    )
+    _assert_clean_failure(code, stderr, "0001_mask_color.png", "missing maskige")
