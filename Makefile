@@ -1,7 +1,7 @@
 # Every target sets up .venv first (a few seconds when nothing changed): see tools/setup_env.sh.
 PYTHON := .venv/bin/python
 
-.PHONY: setup test lint format demo
+.PHONY: setup test lint format demo demo-combo
 
 setup:
 	@bash tools/setup_env.sh
@@ -20,3 +20,8 @@ format: setup
 # Synthetic data -> train -> evaluate (+ shuffled audio) -> masks/overlays; `ARGS=--quick` for a smoke run.
 demo: setup
 	$(PYTHON) tools/synthetic_demo.py $(ARGS)
+
+# The same for COMBO (configs/synthetic/combo_tiny_s4.yaml): the generator writes the maskiges.
+demo-combo: setup
+	$(PYTHON) tools/synthetic_demo.py --config-file configs/synthetic/combo_tiny_s4.yaml \
+		--output-dir output/demo_combo $(ARGS)

@@ -1,4 +1,5 @@
-"""The synthetic demo (``make demo``): AVSegFormer trained and tested on CPU in minutes.
+"""The synthetic demo (``make demo``): a CPU-sized model (AVSegFormer by default, COMBO with
+``configs/synthetic/combo_tiny_s4.yaml``) trained and tested on CPU in minutes.
 
 1. :func:`ensure_synthetic_s4` writes the synthetic S4-layout dataset unless it is there.
 2. :func:`write_random_vggish` writes the frozen audio front end (no pretrained VGGish can be
@@ -251,7 +252,13 @@ def run_synthetic_demo(
     logger.info("Evaluating %s", weights)
 
     other = register_shuffled_audio("synthetic_s4_test", "synthetic_s4_test_other_audio")
-    results = {"weights": weights, "precision": precision, "seed": cfg.SEED, "trained": train}
+    results = {
+        "model": cfg.MODEL.META_ARCHITECTURE,
+        "weights": weights,
+        "precision": precision,
+        "seed": cfg.SEED,
+        "trained": train,
+    }
     results["negatives_trained"] = cfg.INPUT.NEGATIVE_AUDIO.PROB > 0
     for key, dataset in (("test", "synthetic_s4_test"), ("shuffled_audio", other)):
         results[key] = evaluate_weights(
@@ -334,7 +341,8 @@ def format_report(results: dict, quick: bool) -> str:
     test, shuffled = results["test"], results["shuffled_audio"]
     lines = [
         "",
-        f"AVSegFormer (tiny, CPU, {results['precision']}, seed {results['seed']}) on the "
+        f"{results.get('model', 'AVSegFormer')} (tiny, CPU, {results['precision']}, "
+        f"seed {results['seed']}) on the "
         "synthetic S4 test split" + (" [--quick: not trained to the targets]" if quick else ""),
         f"  {'':24s} {'mIoU':>8s} {'F-score':>8s} {'frames w/ mask':>15s} {'mask area':>10s}",
         f"  {'audio of the clip':24s} {test['mIoU']:8.4f} {test['Fscore']:8.4f}",

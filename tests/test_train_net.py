@@ -19,6 +19,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "synthetic" / "avsegformer_tiny_s4.yaml"
+COMBO_CONFIG = REPO / "configs" / "synthetic" / "combo_tiny_s4.yaml"
 OTHER_AUDIO = "synthetic_s4_test_other_audio"
 TINY_OPTS = [
     "INPUT.FRAME_SIZE", "(64, 64)",
@@ -72,14 +73,12 @@ def datasets_dir(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def quick_demo(datasets_dir, tmp_path_factory):
-    """The ``make demo`` job with ``--quick``: output folder, results and stdout."""
-    out = tmp_path_factory.mktemp("demo")
+def _run_quick_demo(config: Path, datasets_dir: Path, out: Path):
     proc = _run(
         [
             "tools/synthetic_demo.py",
             "--quick",
+            "--config-file", config,
             "--output-dir", out,
             "--data-root", datasets_dir / "synthetic_avsbench",
             "--threads", "1",
@@ -88,6 +87,18 @@ def quick_demo(datasets_dir, tmp_path_factory):
         _env(datasets_dir),
     )  # fmt: skip
     return out, json.loads((out / "results.json").read_text()), proc.stdout
+
+
+@pytest.fixture(scope="module")
+def quick_demo(datasets_dir, tmp_path_factory):
+    """The ``make demo`` job with ``--quick``: output folder, results and stdout."""
+    return _run_quick_demo(CONFIG, datasets_dir, tmp_path_factory.mktemp("demo"))
+
+
+def _training_losses(out: Path) -> list:
+    metrics = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
+    # Each entry is the median of Detectron2's last 20 iterations: iterations 0-19, then 20-39.
+    return [(m["iteration"], m["total_loss"]) for m in metrics if "total_loss" in m]
 
 
 @pytest.mark.slow
@@ -130,9 +141,23 @@ def test_quick_demo_trains_evaluates_and_writes_outputs(quick_demo):
 @pytest.mark.slow
 def test_quick_demo_training_lowers_the_loss(quick_demo):
     out, _, _ = quick_demo
-    metrics = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
-    # Each entry is the median of Detectron2's last 20 iterations: iterations 0-19, then 20-39.
-    losses = [(m["iteration"], m["total_loss"]) for m in metrics if "total_loss" in m]
+    losses = _training_losses(out)
+    assert [it for it, _ in losses] == [19, 39]
+    (_, first), (_, last) = losses
+    assert last < 0.9 * first, f"the training loss did not fall: {losses}"
+
+
+@pytest.mark.slow
+def test_quick_combo_demo_reads_maskiges_and_lowers_the_loss(datasets_dir, tmp_path):
+    """``make demo-combo ARGS=--quick``: COMBO (Siam-Encoder on the generated maskiges) trains
+    end to end on the same code path and is scored with both audios."""
+    out, results, stdout = _run_quick_demo(COMBO_CONFIG, datasets_dir, tmp_path / "combo")
+    assert results["model"] == "COMBO" and stdout.count("COMBO (tiny, CPU") == 1
+    for key in ("test", "shuffled_audio"):
+        assert 0.0 <= results[key]["mIoU"] <= 1.0
+    log = (out / "log.txt").read_text()
+    assert "maskiges pre_SAM_mask" in log and "WarmupPolyLR" in (out / "config.yaml").read_text()
+    losses = _training_losses(out)
     assert [it for it, _ in losses] == [19, 39]
     (_, first), (_, last) = losses
     assert last < 0.9 * first, f"the training loss did not fall: {losses}"
