@@ -84,3 +84,21 @@ def test_benchmark_loads_model_weights_from_the_opts(tmp_path, monkeypatch):
     assert not torch.equal(
         random["backbone.stem.conv1.weight"], loaded["backbone.stem.conv1.weight"]
     )
+
+
+def test_benchmark_feeds_maskiges_to_combo(tmp_path):
+    """A COMBO config reads maskiges (INPUT.MASKIGE_FOLDER): the random clip carries them, and
+    the training step runs the config's optimizer (full-model clipping)."""
+    config = REPO / "configs" / "synthetic" / "combo_tiny_s4.yaml"
+    report = benchmark.main(
+        ["--config-file", str(config), "--threads", "1", "--frames", "5", "--size", "64",
+         "--runs", "1", "--warmup", "0"]
+    )  # fmt: skip
+    assert set(report["results"]) == {"eval", "train"}
+    cfg = setup_cfg(config)
+    clip = benchmark.make_clip(cfg, 5, 64, train=True, num_classes=2)
+    assert clip["maskiges"].shape == clip["frames"].shape == (5, 3, 64, 64)
+    assert set(clip["sem_seg"].unique().tolist()) == {0, 1}
+    cfg.defrost()
+    cfg.INPUT.MASKIGE_FOLDER = ""
+    assert "maskiges" not in benchmark.make_clip(cfg, 5, 64, train=False, num_classes=2)

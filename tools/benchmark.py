@@ -6,10 +6,11 @@
 
 The model is randomly initialised (the config's pretrained files are not read, nothing is
 downloaded) unless ``--opts MODEL.WEIGHTS FILE`` names a checkpoint, and fed one random clip
-that follows the model I/O contract (uint8 frames, log-mel, and for training a mask and frame flags). Eval is
+that follows the model I/O contract (uint8 frames, log-mel, maskiges when the config reads
+them, and for training a mask and frame flags). Eval is
 ``model([clip])`` under ``torch.no_grad()``; a training step is forward + backward + optimiser
-step (the project's ``build_optimizer``: AdamW for the AVSegFormer configs) with the visual
-backbone trainable. Each figure is the median over ``--runs`` runs after ``--warmup`` runs.
+step (the project's ``build_optimizer``: the config's optimizer, clipping included) with the
+visual backbone trainable. Each figure is the median over ``--runs`` runs after ``--warmup`` runs.
 
 The device is ``--device``, else the config's ``MODEL.DEVICE``; without a GPU a CUDA device
 falls back to the CPU with one warning (the table's ``device`` says which one ran).
@@ -87,20 +88,31 @@ def benchmark_cfg(args: argparse.Namespace):
     return setup_cfg(args.config_file, [*opts, *args.opts])
 
 
-def make_clip(cfg, num_frames: int, size: int, train: bool) -> dict:
-    """One random clip as the data mapper produces it (the model's input contract)."""
+def make_clip(cfg, num_frames: int, size: int, train: bool, num_classes: int) -> dict:
+    """One random clip as the data mapper produces it (the model's input contract), with
+    maskiges when the config reads them (``INPUT.MASKIGE_FOLDER``).
+
+    Args:
+        num_classes: the model's output classes (1 or 2 for the binary tasks, where the
+            targets are {0, 1}; else class ids).
+    """
     generator = torch.Generator().manual_seed(0)
-    clip = {
-        "frames": torch.randint(
+
+    def image():
+        return torch.randint(
             0, 256, (num_frames, 3, size, size), dtype=torch.uint8, generator=generator
-        ),
+        )
+
+    clip = {
+        "frames": image(),
         "log_mel": torch.randn(num_frames, 96, 64, generator=generator),
         "height": size,
         "width": size,
     }
+    if cfg.INPUT.MASKIGE_FOLDER:
+        clip["maskiges"] = image()
     if train:
-        num_classes = cfg.MODEL.AVSEGFORMER.NUM_CLASSES
-        # Binary tasks take {0, 1}; AVSS takes class ids. Both mark no pixel as ignored.
+        # No pixel is marked as ignored.
         clip["sem_seg"] = torch.randint(
             0, max(num_classes, 2), (num_frames, size, size), generator=generator
         )
@@ -197,7 +209,9 @@ def train_step(model, clip, cfg, precision: str, device: str):
 
 def benchmark_phase(phase, model, cfg, args, device: str, memory: PeakMemory) -> dict:
     """Every precision of one phase, interleaved: ``{precision: summary}``."""
-    clip = make_clip(cfg, args.frames, args.size, train=phase == "train")
+    clip = make_clip(
+        cfg, args.frames, args.size, train=phase == "train", num_classes=model.num_classes
+    )
     if phase == "eval":
         steps = {p: eval_step(model, clip, p) for p in args.precision}
     else:
