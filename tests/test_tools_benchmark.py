@@ -92,7 +92,7 @@ def test_benchmark_feeds_maskiges_to_combo(tmp_path):
     config = REPO / "configs" / "synthetic" / "combo_tiny_s4.yaml"
     report = benchmark.main(
         ["--config-file", str(config), "--threads", "1", "--frames", "5", "--size", "64",
-         "--runs", "1", "--warmup", "0"]
+         "--runs", "1", "--warmup", "0", "--precision", "fp32"]
     )  # fmt: skip
     assert set(report["results"]) == {"eval", "train"}
     cfg = setup_cfg(config)
