@@ -14,7 +14,8 @@ from avsegformer.checkpoint import convert_avsegformer_head
 from avsegformer.layers import MSDeformAttn
 from avsegformer.modeling.criterion import AVSegFormerCriterion
 from avsegformer.modeling.mask_head import AVSegMaskHead
-from avsegformer.modeling.meta_arch.avsegformer import AVSegFormer, init_head_parameters
+from avsegformer.modeling.meta_arch.avsegformer import AVSegFormer
+from avsegformer.modeling.meta_arch.head_init import init_head_parameters
 from avsegformer.modeling.pixel_decoder import MSDeformAttnPixelDecoder
 from avsegformer.modeling.transformer import (
     AudioQueryGenerator,

@@ -1,6 +1,5 @@
 """The AVSegFormer meta-architecture (arXiv 2307.01146) as a Detectron2 model."""
 
-import logging
 from typing import Dict, List
 
 import torch
@@ -8,8 +7,6 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from torch import nn
-
-from avsegformer.layers import MSDeformAttn
 
 from ..audio_backbone import build_audio_backbone
 from ..clip_io import (
@@ -25,10 +22,9 @@ from ..criterion import AVSegFormerCriterion
 from ..mask_head import AVSegMaskHead
 from ..pixel_decoder import build_pixel_decoder
 from ..transformer import AudioQueryGenerator, AVSTransformerDecoder, CrossModalMixer
+from .head_init import init_head_parameters
 
 __all__ = ["AVSegFormer"]
-
-logger = logging.getLogger(__name__)
 
 
 @META_ARCH_REGISTRY.register()
@@ -395,22 +391,3 @@ class AVSegFormer(nn.Module):
         """``(mixed mask feature [N, C, H, W], {name: auxiliary output})``; here no auxiliary
         outputs. A 0-dim auxiliary output is a loss term passed to the criterion by name."""
         return self.mixer(mask_feature, audio_context), {}
-
-
-def init_head_parameters(modules, *, level_embed: nn.Parameter):
-    """The original head initialisation, in its order.
-
-    1. xavier-uniform on every parameter with more than one dimension;
-    2. every deformable attention re-runs its own initialisation;
-    3. the level embedding is drawn from N(0, 1).
-    """
-    modules = [m for m in modules if m is not None]
-    for module in modules:
-        for param in module.parameters():
-            if param.dim() > 1:
-                nn.init.xavier_uniform_(param)
-    for module in modules:
-        for sub in module.modules():
-            if isinstance(sub, MSDeformAttn):
-                sub._reset_parameters()
-    nn.init.normal_(level_embed)
