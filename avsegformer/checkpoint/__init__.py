@@ -5,6 +5,7 @@ names, reading weight files, loading a built model's weights, and crash-safe sav
 * :mod:`.backbones`: key maps of pretrained ResNet, PVTv2 and VGGish files;
 * :mod:`.avsegformer`: the key map of original AVSegFormer checkpoints;
 * :mod:`.modat`: the key map of original MoDAT checkpoints;
+* :mod:`.catr`: the key map of original CATR checkpoints;
 * :mod:`.combo`: the key maps of original COMBO checkpoints and of COMBO's backbone files;
 * :mod:`.families`: which original code wrote a checkpoint (``register_checkpoint_family``);
 * :mod:`.files`: ``torch.load`` that never runs pickled code;
@@ -12,9 +13,10 @@ names, reading weight files, loading a built model's weights, and crash-safe sav
 * :mod:`.checkpointer`: :class:`AtomicDetectionCheckpointer`.
 """
 
-# Importing .avsegformer, .combo and .modat registers their checkpoint families.
+# Importing .avsegformer, .catr, .combo and .modat registers their checkpoint families.
 from .avsegformer import convert_avsegformer_checkpoint, convert_avsegformer_head
 from .backbones import convert_pvt_v2, convert_torchvision_resnet, convert_vggish
+from .catr import CATR_DEAD_WEIGHTS, convert_catr_checkpoint
 from .checkpointer import AtomicDetectionCheckpointer, atomic_write
 from .combo import COMBO_VISUAL_BACKBONES, convert_combo_backbone, convert_combo_checkpoint
 from .families import (
@@ -38,11 +40,13 @@ from .rules import unwrap_state_dict
 __all__ = [
     "COMBO_VISUAL_BACKBONES",
     "AtomicDetectionCheckpointer",
+    "CATR_DEAD_WEIGHTS",
     "CheckpointFamily",
     "atomic_write",
     "checkpoint_families",
     "convert_avsegformer_checkpoint",
     "convert_avsegformer_head",
+    "convert_catr_checkpoint",
     "convert_checkpoint",
     "convert_checkpoint_file",
     "convert_combo_backbone",
