@@ -141,7 +141,9 @@ class ClipPredictor:
     order (``INPUT.FORMAT``); the model returns each frame's probabilities at its own size. Up to
     ``chunk`` frames of equal size go through one forward pass (memory vs. speed). A model
     whose ``uses_maskiges`` is True (COMBO with the Siam-Encoder) needs one maskige per frame;
-    they go through the frames' resize.
+    they go through the frames' resize. A model that takes clips of a fixed length (its
+    ``num_frames``, CATR's T) gets clips of exactly that length instead of ``chunk`` frames, the
+    last one completed by repeating its last frame (those frames' outputs are dropped).
     """
 
     def __init__(self, cfg, *, chunk: int = 5):
@@ -205,24 +207,32 @@ class ClipPredictor:
         if len(sizes) > 1:
             raise ValueError(f"the frames of a clip must share one size, got {sorted(sizes)}")
         width, height = frames[0].size
+        clip_length = getattr(self.model, "num_frames", None)
+        chunk = clip_length or self.chunk
         outputs = []
-        for start in range(0, len(frames), self.chunk):
-            part = frames[start : start + self.chunk]
+        for start in range(0, len(frames), chunk):
+            part = list(frames[start : start + chunk])
+            mel = log_mel[start : start + len(part)]
+            real = len(part)
+            missing = (clip_length or real) - real
+            part += part[-1:] * missing
+            mel = torch.cat([mel, mel[-1:].expand(missing, -1, -1)])
             clip = {
                 "frames": frames_to_tensor(
                     [resize_frame(f, self.frame_size) for f in part], self.image_format
                 ),
-                "log_mel": log_mel[start : start + len(part)],
-                "frame_valid": torch.ones(len(part), dtype=torch.bool),
+                "log_mel": mel,
+                "frame_valid": torch.arange(len(part)) < real,
                 "height": height,
                 "width": width,
             }
             if feed_maskiges:
+                images = list(maskiges[start : start + real])
+                images += images[-1:] * missing
                 clip["maskiges"] = frames_to_tensor(
-                    [resize_frame(m, self.frame_size) for m in maskiges[start : start + len(part)]],
-                    self.image_format,
+                    [resize_frame(m, self.frame_size) for m in images], self.image_format
                 )
-            outputs.append(self.model([clip])[0]["sem_seg"].float().cpu())
+            outputs.append(self.model([clip])[0]["sem_seg"][:real].float().cpu())
         return torch.cat(outputs)
 
     @staticmethod

@@ -144,6 +144,25 @@ def test_the_model_is_fed_what_the_eval_mapper_gives(tmp_path, image_format):
     assert probs.shape == (3, 1, 30, 40) and probs.dtype == torch.float32
 
 
+def test_a_model_with_a_fixed_clip_length_gets_whole_clips(tmp_path):
+    """CATR takes clips of exactly T frames: 7 frames become two 5-frame clips, the second
+    completed with its last frame (flagged as padding), and only the 7 real outputs return."""
+    frames = [Image.new("RGB", (40, 30), (20 * i, 20 * i, 20 * i)) for i in range(7)]
+    log_mel = torch.randn(7, 96, 64)
+    predictor = ClipPredictor(tiny_cfg(), chunk=2)
+    predictor.model = RecordingModel(num_classes=1)
+    predictor.model.num_frames = 5
+    probs = predictor(frames, log_mel)
+    fed = predictor.model.inputs
+    assert [len(clip["frames"]) for clip in fed] == [5, 5]
+    assert fed[1]["frame_valid"].tolist() == [True, True, False, False, False]
+    torch.testing.assert_close(fed[1]["frames"][2:], fed[1]["frames"][1:2].expand(3, -1, -1, -1))
+    torch.testing.assert_close(fed[1]["log_mel"][:2], log_mel[5:])
+    torch.testing.assert_close(fed[1]["log_mel"][2:], log_mel[6:].expand(3, -1, -1))
+    assert probs.shape == (7, 1, 30, 40)
+    torch.testing.assert_close(probs[:, 0, 0, 0], torch.arange(7) * 20 / 255)
+
+
 def write_region_maskige(path, size, split: int) -> None:
     """A maskige of two regions split at column ``split`` (``size`` is (H, W))."""
     masks = np.zeros((2, *size), bool)
