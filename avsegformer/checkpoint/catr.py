@@ -108,9 +108,7 @@ def convert_catr_checkpoint(checkpoint: object) -> dict[str, torch.Tensor]:
         )
     last = _last_temporal_layer(state_dict)
     dead = [rule(p.replace("{last}", str(last)), None, _DEAD_GROUP) for p in CATR_DEAD_WEIGHTS]
-    rules = (
-        pvt_v2_rules(_ORIGINAL_BACKBONE, _BACKBONE) + dead + [rule(f"({_LIVE_NAMES})", r"\1")]
-    )
+    rules = pvt_v2_rules(_ORIGINAL_BACKBONE, _BACKBONE) + dead + [rule(f"({_LIVE_NAMES})", r"\1")]
     converted = apply_rules(state_dict, rules, "CATR PVTv2")
     logger.info("Converted a CATR PVTv2 checkpoint: %d entries", len(converted))
     return converted
