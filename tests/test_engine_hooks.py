@@ -1,11 +1,14 @@
 """BackboneFreezeHook, the finite-loss check and the stateful best checkpointer."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 from detectron2.engine.train_loop import HookBase
+from detectron2.modeling import build_model
 from engine_toy import ToyTrainer, toy_cfg
+from helpers import tiny_avsegformer_cfg, tiny_combo_cfg
 
 from avsegformer.engine.hooks import (
     BackboneFreezeHook,
@@ -68,6 +71,42 @@ def test_freeze_keeps_already_frozen_parameters_frozen(tmp_path):
 def test_freeze_hook_rejects_bad_setup():
     with pytest.raises(ValueError, match="FREEZE_BACKBONE_ITERS"):
         BackboneFreezeHook(-1)
+
+
+@pytest.mark.parametrize(
+    "make_cfg, backbones",
+    [
+        (tiny_avsegformer_cfg, {"backbone"}),
+        (tiny_combo_cfg, {"backbone", "pre_sam_backbone"}),
+    ],
+    ids=["AVSegFormer", "COMBO"],
+)
+def test_freeze_covers_every_visual_backbone_of_a_real_model(make_cfg, backbones):
+    """The hook freezes what the optimizer treats as visual backbone (COMBO has two), and nothing
+    else: not the audio backbone, not the head."""
+    model = build_model(make_cfg())
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    trainer = SimpleNamespace(model=model, iter=0)
+    hook = BackboneFreezeHook(2)
+    hook.trainer = trainer
+    hook.before_train()
+
+    unfrozen_now = {name for name, p in model.named_parameters() if p.requires_grad}
+    frozen = trainable - unfrozen_now
+    assert {name.split(".")[0] for name in frozen} == backbones
+    # Every other trainable parameter (head, audio projection) keeps training.
+    assert unfrozen_now and all(name.split(".")[0] not in backbones for name in unfrozen_now)
+    trainer.iter = 2
+    hook.before_step()
+    assert {name for name, p in model.named_parameters() if p.requires_grad} == trainable
+
+
+def test_freeze_hook_names_a_visual_backbone_the_model_lacks(tmp_path):
+    trainer = ToyTrainer(toy_cfg(tmp_path, FREEZE_BACKBONE_ITERS=2))
+    trainer.model.visual_backbone_prefixes = ("backbone.", "pre_sam_backbone.")
+    hook = next(h for h in trainer._hooks if isinstance(h, BackboneFreezeHook))
+    with pytest.raises(AttributeError, match="pre_sam_backbone"):
+        hook.before_train()
 
 
 def test_non_finite_loss_stops_training_with_clear_message(tmp_path):

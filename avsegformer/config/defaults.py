@@ -164,8 +164,8 @@ def _add_solver_config(cfg):
     # SOLVER.CLIP_GRADIENTS.CLIP_TYPE also takes "full_model" (Mask2Former): one
     # clip_grad_norm_(all parameters, CLIP_VALUE, NORM_TYPE) before every step, besides
     # Detectron2's per-parameter "value" and "norm".
-    # The visual backbone gets no gradient for the first this-many iterations (the original
-    # freezes it for 5 / 10 / 0 epochs on S4 / MS3 / AVSS). BatchNorm statistics and drop-path
+    # The visual backbones (those of BACKBONE_MULTIPLIER) get no gradient for the first this-many
+    # iterations (the original freezes its backbone for 5 / 10 / 0 epochs on S4 / MS3 / AVSS). BatchNorm statistics and drop-path
     # keep running in train mode while frozen, as in the original.
     s.FREEZE_BACKBONE_ITERS = 0
 

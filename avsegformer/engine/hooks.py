@@ -8,6 +8,8 @@ import torch
 from detectron2.engine import hooks
 from detectron2.engine.train_loop import HookBase
 
+from avsegformer.solver import visual_backbone_prefixes
+
 __all__ = [
     "BackboneFreezeHook",
     "StatefulBestCheckpointer",
@@ -24,37 +26,45 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 class BackboneFreezeHook(HookBase):
-    """No gradient to the visual backbone for the first ``freeze_iters`` iterations.
+    """No gradient to the visual backbones for the first ``freeze_iters`` iterations.
 
     The original freezes the backbone for its first 5 (S4) / 10 (MS3) epochs by switching
     ``requires_grad`` off; BatchNorm keeps training-mode statistics and drop-path stays active, so
-    only the gradient is withheld. The state is a function of the iteration, so a resumed run
-    picks the right one in ``before_train`` from the restored iteration; nothing is checkpointed.
-    Parameters that were already frozen (e.g. ``MODEL.BACKBONE.FREEZE_AT``) stay frozen.
+    only the gradient is withheld. The frozen parameters are those the optimizer gives
+    ``SOLVER.BACKBONE_MULTIPLIER``: every visual backbone the model names in
+    :func:`~avsegformer.solver.visual_backbone_prefixes` (COMBO's two), never the audio backbone.
+    The state is a function of the iteration, so a resumed run picks the right one in
+    ``before_train`` from the restored iteration; nothing is checkpointed. Parameters that were
+    already frozen (e.g. ``MODEL.BACKBONE.FREEZE_AT``) stay frozen.
     """
 
-    def __init__(self, freeze_iters: int, *, attribute: str = "backbone"):
+    def __init__(self, freeze_iters: int):
         """
         Args:
-            freeze_iters: iterations 0 .. freeze_iters-1 run with the backbone frozen.
-            attribute: name of the backbone module on the (unwrapped) model.
+            freeze_iters: iterations 0 .. freeze_iters-1 run with the visual backbones frozen.
         """
         if freeze_iters < 0:
             raise ValueError(f"SOLVER.FREEZE_BACKBONE_ITERS must be >= 0, got {freeze_iters}")
         self._freeze_iters = freeze_iters
-        self._attribute = attribute
         self._trainable = []
         self.frozen = False
 
-    def _backbone(self) -> torch.nn.Module:
+    def _backbone_parameters(self) -> list[torch.nn.Parameter]:
+        """Every parameter of the (unwrapped) model's visual backbones, trainable or not."""
         model = _unwrap(self.trainer.model)
-        backbone = getattr(model, self._attribute, None)
-        if not isinstance(backbone, torch.nn.Module):
+        prefixes = visual_backbone_prefixes(model)
+        params = {prefix: [] for prefix in prefixes}
+        for name, param in model.named_parameters():
+            for prefix in prefixes:
+                if name.startswith(prefix):
+                    params[prefix].append(param)
+        missing = [prefix for prefix, found in params.items() if not found]
+        if missing:
             raise AttributeError(
-                f"BackboneFreezeHook: the model ({type(model).__name__}) has no module named "
-                f"{self._attribute!r} to freeze"
+                f"BackboneFreezeHook: the model ({type(model).__name__}) has no parameters "
+                f"under {missing} to freeze (its visual_backbone_prefixes are {list(prefixes)})"
             )
-        return backbone
+        return [param for found in params.values() for param in found]
 
     def _set_frozen(self, frozen: bool) -> None:
         for param in self._trainable:
@@ -62,11 +72,11 @@ class BackboneFreezeHook(HookBase):
         self.frozen = frozen
 
     def before_train(self):
-        self._trainable = [p for p in self._backbone().parameters() if p.requires_grad]
+        self._trainable = [p for p in self._backbone_parameters() if p.requires_grad]
         if self.trainer.iter < self._freeze_iters:
             self._set_frozen(True)
             logger.info(
-                "Visual backbone frozen (%d parameter tensors) until iteration %d",
+                "Visual backbones frozen (%d parameter tensors) until iteration %d",
                 len(self._trainable),
                 self._freeze_iters,
             )
@@ -74,7 +84,7 @@ class BackboneFreezeHook(HookBase):
     def before_step(self):
         if self.frozen and self.trainer.iter >= self._freeze_iters:
             self._set_frozen(False)
-            logger.info("Visual backbone unfrozen at iteration %d", self.trainer.iter)
+            logger.info("Visual backbones unfrozen at iteration %d", self.trainer.iter)
 
     def after_train(self):
         # Leave the model as it was built, e.g. for an evaluation after a short run.
