@@ -10,7 +10,12 @@ from collections.abc import Mapping
 import torch
 
 from .backbones import VGGISH_ENTRIES, pvt_v2_rules, resnet_rules
-from .families import register_checkpoint_family
+from .families import (
+    describe_backbone_and_classes,
+    original_backbone_kind,
+    recognized_by_keys,
+    register_checkpoint_family,
+)
 from .rules import WEIGHT_BIAS, apply_rules, rule, unwrap_state_dict
 
 __all__ = [
@@ -108,41 +113,27 @@ def convert_avsegformer_checkpoint(checkpoint: object) -> dict[str, torch.Tensor
         ValueError: ``checkpoint`` is not a state dict, or its backbone is neither R50 nor PVTv2.
     """
     state_dict = unwrap_state_dict(checkpoint, "AVSegFormer checkpoint")
-    if "backbone.conv1.weight" in state_dict:
-        backbone_rules, kind = RESNET_RULES, "R50"
-    elif "backbone.patch_embed1.proj.weight" in state_dict:
-        backbone_rules, kind = PVT_RULES, "PVTv2"
-    else:
-        raise ValueError(
-            "AVSegFormer checkpoint: found neither backbone.conv1.weight (ResNet-50) nor "
-            "backbone.patch_embed1.proj.weight (PVTv2); is this an AVSegFormer checkpoint?"
-        )
+    kind = original_backbone_kind(
+        state_dict, family="AVSegFormer", resnet_key="backbone.conv1.weight"
+    )
+    backbone_rules = RESNET_RULES if kind == "R50" else PVT_RULES
     converted = apply_rules(state_dict, backbone_rules + _HEAD_RULES, f"AVSegFormer {kind}")
     logger.info("Converted an AVSegFormer %s checkpoint: %d entries", kind, len(converted))
     return converted
 
 
-def _is_avsegformer(state_dict: Mapping[str, torch.Tensor]) -> bool:
-    # The audio-conditioned query generator and the fusion block are AVSegFormer's own.
-    return (
-        "head.query_generator.query.weight" in state_dict
-        and "head.fusion_block.q_proj.weight" in state_dict
-    )
-
-
 def describe_converted(converted: Mapping[str, torch.Tensor]) -> dict:
     """Facts of a converted AVSegFormer-layout state dict: backbone and number of classes."""
-    classifier = converted.get("mask_head.fc.4.weight")
-    return {
-        "backbone": "R50" if "backbone.stem.conv1.weight" in converted else "PVTv2-B5",
-        "num_classes": int(classifier.shape[0]) if classifier is not None else None,
-    }
+    return describe_backbone_and_classes(converted, classifier="mask_head.fc.4.weight")
 
 
 register_checkpoint_family(
     "AVSegFormer",
     author="vvvb-github/AVSegFormer",
-    recognizes=_is_avsegformer,
+    # The audio-conditioned query generator and the fusion block are AVSegFormer's own.
+    recognizes=recognized_by_keys(
+        "head.query_generator.query.weight", "head.fusion_block.q_proj.weight"
+    ),
     convert=convert_avsegformer_checkpoint,
     describe=describe_converted,
 )

@@ -17,7 +17,12 @@ from collections.abc import Mapping
 import torch
 
 from .backbones import VGGISH_ENTRIES, convert_pvt_v2, convert_torchvision_resnet, pvt_v2_rules
-from .families import register_checkpoint_family
+from .families import (
+    describe_backbone_and_classes,
+    original_backbone_kind,
+    recognized_by_keys,
+    register_checkpoint_family,
+)
 from .rules import WEIGHT_BIAS, apply_rules, rule, unwrap_state_dict
 
 __all__ = ["COMBO_VISUAL_BACKBONES", "convert_combo_backbone", "convert_combo_checkpoint"]
@@ -75,18 +80,6 @@ _RESNET_RULES = [
 _PVT_RULES = [r for prefix in COMBO_VISUAL_BACKBONES for r in pvt_v2_rules(prefix, prefix)]
 
 
-def _backbone_kind(state_dict: Mapping[str, object], prefix: str, source: str) -> str:
-    """``"R50"`` or ``"PVTv2"``: the kind of the backbone stored under ``prefix``."""
-    if f"{prefix}stem.conv1.weight" in state_dict:
-        return "R50"
-    if f"{prefix}patch_embed1.proj.weight" in state_dict:
-        return "PVTv2"
-    raise ValueError(
-        f"{source}: found neither {prefix}stem.conv1.weight (ResNet-50) nor "
-        f"{prefix}patch_embed1.proj.weight (PVTv2); is this a COMBO checkpoint?"
-    )
-
-
 def convert_combo_checkpoint(checkpoint: object) -> dict[str, torch.Tensor]:
     """Map an original COMBO checkpoint (R50 or PVTv2-B5; S4, MS3 or AVSS; with or without the
     Siam-Encoder; Bilateral-Fusion ``MHA-B`` or ``MHA-None``) to the state dict of our ``COMBO``
@@ -106,27 +99,21 @@ def convert_combo_checkpoint(checkpoint: object) -> dict[str, torch.Tensor]:
         ValueError: ``checkpoint`` is not a state dict, or its backbone is neither R50 nor PVTv2.
     """
     state_dict = unwrap_state_dict(checkpoint, "COMBO checkpoint")
-    kind = _backbone_kind(state_dict, "backbone.", "COMBO checkpoint")
+    kind = original_backbone_kind(
+        state_dict, family="COMBO", resnet_key="backbone.stem.conv1.weight"
+    )
     backbone_rules = _RESNET_RULES if kind == "R50" else _PVT_RULES
     converted = apply_rules(state_dict, backbone_rules + _SHARED_RULES, f"COMBO {kind}")
     logger.info("Converted a COMBO %s checkpoint: %d entries", kind, len(converted))
     return converted
 
 
-def _is_combo(state_dict: Mapping[str, torch.Tensor]) -> bool:
-    # The audio MLP beside the Mask2Former decoder's learnable query features is COMBO's own.
-    return (
-        "sem_seg_head.audio_transformation.embeddings.0.weight" in state_dict
-        and "sem_seg_head.predictor.query_feat.weight" in state_dict
-    )
-
-
 def _describe(converted: Mapping[str, torch.Tensor]) -> dict:
-    classifier = converted.get("sem_seg_head.predictor.class_embed.weight")
     return {
-        "backbone": "R50" if "backbone.stem.conv1.weight" in converted else "PVTv2-B5",
         # The classifier has one more row: Mask2Former's "no object".
-        "num_classes": int(classifier.shape[0]) - 1 if classifier is not None else None,
+        **describe_backbone_and_classes(
+            converted, classifier="sem_seg_head.predictor.class_embed.weight", extra_classes=1
+        ),
         "siam_encoder": any(k.startswith("pre_sam_backbone.") for k in converted),
         "fusion_type": (
             "MHA-B"
@@ -139,7 +126,11 @@ def _describe(converted: Mapping[str, torch.Tensor]) -> dict:
 register_checkpoint_family(
     "COMBO",
     author="yannqi/COMBO-AVS",
-    recognizes=_is_combo,
+    # The audio MLP beside the Mask2Former decoder's learnable query features is COMBO's own.
+    recognizes=recognized_by_keys(
+        "sem_seg_head.audio_transformation.embeddings.0.weight",
+        "sem_seg_head.predictor.query_feat.weight",
+    ),
     convert=convert_combo_checkpoint,
     describe=_describe,
 )

@@ -21,7 +21,10 @@ __all__ = [
     "checkpoint_families",
     "convert_checkpoint",
     "convert_checkpoint_file",
+    "describe_backbone_and_classes",
     "detect_checkpoint_family",
+    "original_backbone_kind",
+    "recognized_by_keys",
     "register_checkpoint_family",
 ]
 
@@ -75,6 +78,60 @@ def register_checkpoint_family(
     family = CheckpointFamily(name, author, recognizes, convert, describe or _no_facts)
     _FAMILIES[name] = family
     return family
+
+
+def recognized_by_keys(*keys: str) -> Callable[[StateDict], bool]:
+    """A family's ``recognizes`` test: True for a state dict holding every one of ``keys``
+    (entries of modules no other family has)."""
+    if not keys:
+        raise ValueError("recognized_by_keys needs at least one key")
+
+    def recognizes(state_dict: StateDict) -> bool:
+        return all(key in state_dict for key in keys)
+
+    recognizes.__doc__ = f"True when the state dict holds {', '.join(keys)}."
+    return recognizes
+
+
+def original_backbone_kind(
+    state_dict: StateDict,
+    *,
+    family: str,
+    resnet_key: str,
+    pvt_key: str = "backbone.patch_embed1.proj.weight",
+) -> str:
+    """``"R50"`` or ``"PVTv2"``: the visual backbone of an original checkpoint, told by the first
+    entry of each backbone in the original's names (official PVTv2 names in every family).
+
+    Raises:
+        ValueError: neither entry is present; the message names the family and both entries.
+    """
+    if resnet_key in state_dict:
+        return "R50"
+    if pvt_key in state_dict:
+        return "PVTv2"
+    raise ValueError(
+        f"{family} checkpoint: found neither {resnet_key} (ResNet-50) nor {pvt_key} (PVTv2); "
+        f"is this checkpoint from {family}?"
+    )
+
+
+def describe_backbone_and_classes(
+    converted: StateDict, *, classifier: str, extra_classes: int = 0
+) -> dict:
+    """Facts of a converted state dict of this project's models: ``{"backbone": "R50" or
+    "PVTv2-B5", "num_classes": K or None}``.
+
+    Args:
+        converted: our names (Detectron2's ResNet has ``backbone.stem.conv1.weight``).
+        classifier: the entry whose first dimension counts the classes.
+        extra_classes: rows of the classifier that are not classes (Mask2Former's "no object").
+    """
+    weight = converted.get(classifier)
+    return {
+        "backbone": "R50" if "backbone.stem.conv1.weight" in converted else "PVTv2-B5",
+        "num_classes": int(weight.shape[0]) - extra_classes if weight is not None else None,
+    }
 
 
 def checkpoint_families() -> list[str]:

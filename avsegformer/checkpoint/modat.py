@@ -15,7 +15,7 @@ from .avsegformer import (
     SHARED_HEAD_RULES,
     describe_converted,
 )
-from .families import register_checkpoint_family
+from .families import recognized_by_keys, register_checkpoint_family
 from .rules import WEIGHT_BIAS, apply_rules, rule, unwrap_state_dict
 
 __all__ = [
@@ -137,18 +137,14 @@ def convert_modat_checkpoint(checkpoint: object) -> dict[str, torch.Tensor]:
     return converted
 
 
-def _is_modat(state_dict: Mapping[str, torch.Tensor]) -> bool:
-    # The mixture-of-experts gate and the early-fusion generator are MoDAT's own.
-    return (
-        "head.fusion_block.channel_attn.gate.w_gating" in state_dict
-        and "head.query_generator.early_fusion.layers.0.multihead_attn.in_proj_weight" in state_dict
-    )
-
-
 register_checkpoint_family(
     "MoDAT",
     author="jnjz/MoDAT",
-    recognizes=_is_modat,
+    # The mixture-of-experts gate and the early-fusion generator are MoDAT's own.
+    recognizes=recognized_by_keys(
+        "head.fusion_block.channel_attn.gate.w_gating",
+        "head.query_generator.early_fusion.layers.0.multihead_attn.in_proj_weight",
+    ),
     convert=convert_modat_checkpoint,
     describe=describe_converted,
 )
