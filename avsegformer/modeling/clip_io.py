@@ -28,6 +28,7 @@ __all__ = [
     "check_clip",
     "frame_probabilities_per_clip",
     "normalize_and_pad_frames",
+    "register_pixel_normalization",
     "stack_frame_valid",
     "stack_log_mel",
     "stack_targets",
@@ -81,6 +82,25 @@ def check_aligned_images(clip: Dict, key: str, why: str = "") -> None:
         raise ValueError(
             f"clip {name}: {key!r} must be aligned with 'frames' {expected}, got {shape}{reason}"
         )
+
+
+def register_pixel_normalization(
+    model: torch.nn.Module, pixel_mean: List[float], pixel_std: List[float]
+) -> None:
+    """Give ``model`` the non-persistent buffers ``pixel_mean`` and ``pixel_std``, ``[C, 1, 1]``
+    on the 0-255 scale, that :func:`normalize_and_pad_frames` takes (and that place the inputs
+    on the model's device).
+
+    Raises:
+        ValueError: the two lists differ in length.
+    """
+    if len(pixel_mean) != len(pixel_std):
+        raise ValueError(
+            f"MODEL.PIXEL_MEAN {list(pixel_mean)} and MODEL.PIXEL_STD {list(pixel_std)} have "
+            "different lengths"
+        )
+    model.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+    model.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
 
 def normalize_and_pad_frames(

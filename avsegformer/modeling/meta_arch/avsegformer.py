@@ -13,6 +13,7 @@ from ..clip_io import (
     check_clip,
     frame_probabilities_per_clip,
     normalize_and_pad_frames,
+    register_pixel_normalization,
     stack_frame_valid,
     stack_log_mel,
     stack_targets,
@@ -119,10 +120,7 @@ class AVSegFormer(nn.Module):
             self.audio_backbone.requires_grad_(False)
         self.size_divisibility = max(size_divisibility, getattr(backbone, "size_divisibility", 0))
         self.ignore_label = ignore_label
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
-        if self.pixel_mean.shape != self.pixel_std.shape:
-            raise ValueError(f"{self.pixel_mean} and {self.pixel_std} have different shapes!")
+        register_pixel_normalization(self, pixel_mean, pixel_std)
 
     @classmethod
     def from_config(cls, cfg):

@@ -13,6 +13,7 @@ from ..clip_io import (
     check_aligned_images,
     check_clip,
     normalize_and_pad_frames,
+    register_pixel_normalization,
     stack_frame_valid,
     stack_log_mel,
     stack_targets,
@@ -119,8 +120,7 @@ class COMBO(nn.Module):
         self.pad_value = pad_value
         self.deep_supervision = deep_supervision
         self.ignore_label = ignore_label
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        register_pixel_normalization(self, pixel_mean, pixel_std)
 
     @classmethod
     def from_config(cls, cfg):
