@@ -1,7 +1,7 @@
 # Every target sets up .venv first (a few seconds when nothing changed): see tools/setup_env.sh.
 PYTHON := .venv/bin/python
 
-.PHONY: setup test lint format demo demo-combo
+.PHONY: setup test lint format demo demo-combo demo-negative-audio
 
 setup:
 	@bash tools/setup_env.sh
@@ -25,3 +25,9 @@ demo: setup
 demo-combo: setup
 	$(PYTHON) tools/synthetic_demo.py --config-file configs/synthetic/combo_tiny_s4.yaml \
 		--output-dir output/demo_combo $(ARGS)
+
+# The demo model trained with negative audio from iteration 750 on (silence, noise, off-screen
+# sound must give an empty mask): configs/synthetic/avsegformer_tiny_s4_negative_audio.yaml.
+demo-negative-audio: setup
+	$(PYTHON) tools/synthetic_demo.py --config-file configs/synthetic/avsegformer_tiny_s4_negative_audio.yaml \
+		--output-dir output/demo_negative_audio $(ARGS)

@@ -5,13 +5,19 @@ users.
 """
 
 from ..checkpoint import AtomicDetectionCheckpointer, atomic_write
-from .hooks import BackboneFreezeHook, NonFiniteLossError, StatefulBestCheckpointer
+from .hooks import (
+    BackboneFreezeHook,
+    NegativeAudioStartHook,
+    NonFiniteLossError,
+    StatefulBestCheckpointer,
+)
 from .launch import launch
 from .trainer import Trainer
 
 __all__ = [
     "AtomicDetectionCheckpointer",
     "BackboneFreezeHook",
+    "NegativeAudioStartHook",
     "NonFiniteLossError",
     "StatefulBestCheckpointer",
     "Trainer",

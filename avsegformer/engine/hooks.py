@@ -12,6 +12,8 @@ from avsegformer.solver import visual_backbone_prefixes
 
 __all__ = [
     "BackboneFreezeHook",
+    "NegativeAudioStartHook",
+    "swap_data_loader",
     "StatefulBestCheckpointer",
     "NonFiniteLossError",
     "check_losses_finite",
@@ -92,12 +94,86 @@ class BackboneFreezeHook(HookBase):
             self._set_frozen(False)
 
 
+def swap_data_loader(train_loop, data_loader) -> None:
+    """Make ``train_loop`` (a Detectron2 ``SimpleTrainer`` or ``AMPTrainer``) draw its next
+    batches from ``data_loader``.
+
+    Detectron2 v0.6 keeps the loader as ``data_loader`` and an iterator over it, created in
+    ``__init__``, as ``_data_loader_iter``; ``run_step`` calls ``next`` on the iterator. The old
+    iterator is closed first so that its worker processes (``DATALOADER.NUM_WORKERS`` > 0) end
+    now rather than when the garbage collector finds them.
+    """
+    old = getattr(train_loop, "_data_loader_iter", None)
+    # Detectron2's aspect-ratio grouping iterates in a generator (close() ends its inner
+    # DataLoader iterator); a plain torch iterator has _shutdown_workers.
+    close = getattr(old, "close", None) or getattr(old, "_shutdown_workers", None)
+    if close is not None:
+        close()
+    train_loop.data_loader = data_loader
+    train_loop._data_loader_iter = iter(data_loader)
+
+
+class NegativeAudioStartHook(HookBase):
+    """Switch training with negative audio on at iteration ``start_iter``.
+
+    The trainer builds its data loader with negatives off; from ``start_iter`` on this hook
+    swaps in ``build_loader()``, the loader with negatives on (``INPUT.NEGATIVE_AUDIO.PROB``).
+    A run resumed at or past ``start_iter`` swaps before its first step. The state is a
+    function of the iteration, so nothing is checkpointed.
+    """
+
+    def __init__(self, start_iter: int, build_loader):
+        """
+        Args:
+            start_iter: the first iteration whose batch may hold negative clips (> 0).
+            build_loader: () -> the training data loader with negatives on.
+        """
+        if start_iter <= 0:
+            raise ValueError(f"INPUT.NEGATIVE_AUDIO.START_ITER must be > 0 here, got {start_iter}")
+        self._start_iter = start_iter
+        self._build_loader = build_loader
+        self.negatives_on = False
+
+    def _switch_on(self) -> None:
+        swap_data_loader(self.trainer._trainer, self._build_loader())
+        self.negatives_on = True
+        logger.info("Negative audio on from iteration %d (data loader rebuilt)", self.trainer.iter)
+
+    def before_train(self):
+        if self.trainer.iter >= self._start_iter:
+            self._switch_on()
+
+    def before_step(self):
+        if not self.negatives_on and self.trainer.iter >= self._start_iter:
+            self._switch_on()
+
+
 class StatefulBestCheckpointer(hooks.BestCheckpointer):
     """Detectron2's ``BestCheckpointer`` whose best score survives ``--resume``.
 
     v0.6 forgets the best score on restart, so the first evaluation after resuming would overwrite
     ``model_best.pth`` even when it is worse. The trainer checkpoints hook states by class name.
+
+    Evaluations of iterations before ``min_iter`` are not candidates: with negative audio from
+    ``INPUT.NEGATIVE_AUDIO.START_ITER`` on, the best model must have been trained with them.
     """
+
+    def __init__(self, *args, min_iter: int = 0, **kwargs):
+        """``args``, ``kwargs``: as for Detectron2's ``BestCheckpointer``; ``min_iter``: the
+        first iteration whose evaluation may become ``model_best``."""
+        super().__init__(*args, **kwargs)
+        self._min_iter = min_iter
+
+    def _best_checking(self):
+        latest = self.trainer.storage.latest().get(self._val_metric)
+        if latest is not None and latest[1] < self._min_iter:
+            self._logger.info(
+                "Evaluation @ iteration %d is not a best-model candidate (before iteration %d)",
+                latest[1],
+                self._min_iter,
+            )
+            return
+        super()._best_checking()
 
     def state_dict(self):
         if self.best_metric is None:

@@ -13,7 +13,9 @@ Differences from ``DefaultTrainer`` (v0.6), each for a reason:
   CUDA like v0.6's ``AMPTrainer``;
 * the optimizer state is checkpointed (v0.6 keeps only the iteration and the scheduler);
 * the visual backbone is frozen for ``SOLVER.FREEZE_BACKBONE_ITERS`` iterations, and the best
-  checkpoint by ``avs/mIoU`` is kept as ``model_best.pth``.
+  checkpoint by ``avs/mIoU`` is kept as ``model_best.pth``;
+* with ``INPUT.NEGATIVE_AUDIO.START_ITER`` > 0 the data loader draws no negative audio until
+  that iteration, then is rebuilt with negatives on (:class:`NegativeAudioStartHook`).
 """
 
 import logging
@@ -33,8 +35,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .. import solver
 from ..checkpoint import AtomicDetectionCheckpointer, load_model_weights
+from ..config.negative_audio import negative_audio_start_iter, without_negative_audio
 from .hooks import (
     BackboneFreezeHook,
+    NegativeAudioStartHook,
     NonFiniteLossError,
     StatefulBestCheckpointer,
     check_losses_finite,
@@ -134,7 +138,11 @@ class Trainer(DefaultTrainer):
 
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
-        data_loader = self.build_train_loader(cfg)
+        # Before INPUT.NEGATIVE_AUDIO.START_ITER the loader draws no negatives.
+        negatives_later = negative_audio_start_iter(cfg) > 0
+        data_loader = self.build_train_loader(
+            without_negative_audio(cfg) if negatives_later else cfg
+        )
         model = create_ddp_model(model, find_unused_parameters=cfg.SOLVER.FREEZE_BACKBONE_ITERS > 0)
         self._trainer = self._build_train_loop(cfg, model, data_loader, optimizer)
 
@@ -182,16 +190,26 @@ class Trainer(DefaultTrainer):
         return AVSTrainLoop(model, data_loader, optimizer, autocast_dtype=torch.bfloat16)
 
     def build_hooks(self):
-        """Detectron2's default hooks plus the backbone freeze and the best-mIoU checkpoint."""
+        """Detectron2's default hooks plus the backbone freeze, the start of negative audio
+        and the best-mIoU checkpoint."""
         ret = super().build_hooks()
         ret.insert(1, BackboneFreezeHook(self.cfg.SOLVER.FREEZE_BACKBONE_ITERS))
+        start_iter = negative_audio_start_iter(self.cfg)
+        if start_iter > 0:
+            ret.insert(
+                2, NegativeAudioStartHook(start_iter, lambda: self.build_train_loader(self.cfg))
+            )
         if comm.is_main_process() and self.cfg.TEST.EVAL_PERIOD > 0 and self.cfg.DATASETS.TEST:
             # Right after the EvalHook that produces the metric, before the writers.
             eval_index = next(i for i, h in enumerate(ret) if isinstance(h, hooks.EvalHook))
             ret.insert(
                 eval_index + 1,
                 StatefulBestCheckpointer(
-                    self.cfg.TEST.EVAL_PERIOD, self.checkpointer, BEST_METRIC, "max"
+                    self.cfg.TEST.EVAL_PERIOD,
+                    self.checkpointer,
+                    BEST_METRIC,
+                    "max",
+                    min_iter=start_iter,
                 ),
             )
         return ret
