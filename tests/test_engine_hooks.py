@@ -139,6 +139,25 @@ def test_best_checkpointer_state_round_trip():
     assert (restored.best_metric, restored.best_iter) == (0.75, 99)
 
 
+class _FallingMetric(HookBase):
+    """Puts an ``avs/mIoU`` that falls with the iteration into the storage every 2 iterations,
+    as an evaluation would."""
+
+    def after_step(self):
+        if (self.trainer.iter + 1) % 2 == 0:
+            self.trainer.storage.put_scalars(**{"avs/mIoU": 1.0 - 0.1 * self.trainer.iter})
+
+
+@pytest.mark.parametrize("min_iter, best_iter", [(0, 1), (4, 5)])
+def test_best_checkpointer_ignores_evaluations_before_min_iter(tmp_path, min_iter, best_iter):
+    trainer = ToyTrainer(toy_cfg(tmp_path, MAX_ITER=8))
+    hook = StatefulBestCheckpointer(2, trainer.checkpointer, "avs/mIoU", "max", min_iter=min_iter)
+    trainer.register_hooks([_FallingMetric(), hook])
+    trainer.train()
+    assert hook.best_iter == best_iter
+    assert (tmp_path / "model_best.pth").is_file()
+
+
 @pytest.mark.parametrize("amp, dtype", [(True, torch.bfloat16), (False, torch.float32)])
 def test_amp_on_cpu_trains_under_bfloat16_autocast(tmp_path, amp, dtype):
     cfg = toy_cfg(tmp_path, MAX_ITER=3)
