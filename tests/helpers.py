@@ -161,6 +161,34 @@ def tiny_avsegformer_cfg(num_classes: int = 1):
     return cfg
 
 
+def tiny_modat_cfg(num_classes: int = 1):
+    """MoDAT on :func:`tiny_avsegformer_cfg` with 4 experts of 2 heads, expert dropout off."""
+    cfg = tiny_avsegformer_cfg(num_classes)
+    cfg.MODEL.META_ARCHITECTURE = "MoDAT"
+    cfg.MODEL.MODAT.NUM_EXPERTS = 4
+    cfg.MODEL.MODAT.EXPERT_NHEADS = 2
+    cfg.MODEL.MODAT.EXPERT_DROPOUT = 0.0
+    return cfg
+
+
+def random_clip(
+    seed: int, *, frames: int = 2, size: int = 32, classes: int = 2, maskiges: bool = False
+) -> dict:
+    """A random training clip of the model I/O contract: uint8 ``frames`` (and ``maskiges``)
+    ``[T, 3, size, size]``, ``log_mel`` ``[T, 96, 64]`` and ``sem_seg`` labels in
+    ``[0, classes)`` on every frame."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def image():
+        return torch.randint(0, 256, (frames, 3, size, size), generator=generator).to(torch.uint8)
+
+    clip = {"frames": image(), "log_mel": torch.randn(frames, 96, 64, generator=generator)}
+    if maskiges:
+        clip["maskiges"] = image()
+    clip["sem_seg"] = torch.randint(0, classes, (frames, size, size), generator=generator)
+    return clip
+
+
 @AUDIO_BACKBONE_REGISTRY.register()
 class TinyAudioBackbone(nn.Module):
     """A stand-in for VGGish in tiny test models (VGGish alone costs ~1 GFLOP per frame):

@@ -4,7 +4,7 @@ inference, padded frames, and the draws from the global generator."""
 import pytest
 import torch
 from detectron2.modeling import build_model
-from helpers import tiny_avsegformer_cfg
+from helpers import tiny_avsegformer_cfg, tiny_modat_cfg
 
 from avsegformer.modeling.meta_arch import AVSegFormer, MoDAT
 from avsegformer.modeling.moe import DualAttentionMixer
@@ -12,11 +12,7 @@ from avsegformer.modeling.transformer import EncoderDecoderQueryGenerator
 
 
 def tiny_modat(num_classes: int = 1, **modat):
-    cfg = tiny_avsegformer_cfg(num_classes)
-    cfg.MODEL.META_ARCHITECTURE = "MoDAT"
-    cfg.MODEL.MODAT.NUM_EXPERTS = 4
-    cfg.MODEL.MODAT.EXPERT_NHEADS = 2
-    cfg.MODEL.MODAT.EXPERT_DROPOUT = 0.0
+    cfg = tiny_modat_cfg(num_classes)
     for key, value in modat.items():
         setattr(cfg.MODEL.MODAT, key, value)
     torch.manual_seed(0)

@@ -102,3 +102,18 @@ def test_benchmark_feeds_maskiges_to_combo(tmp_path):
     cfg.defrost()
     cfg.INPUT.MASKIGE_FOLDER = ""
     assert "maskiges" not in benchmark.make_clip(cfg, 5, 64, train=False, num_classes=2)
+
+
+def test_benchmark_trains_on_several_clips_with_memory_switches():
+    report = benchmark.main(
+        [
+            "--config-file", str(REPO / "configs" / "synthetic" / "avsegformer_tiny_s4.yaml"),
+            "--phases", "train", "--precision", "fp32", "--clips", "2", "--frames", "1",
+            "--size", "64", "--runs", "1", "--warmup", "0",
+            "--opts", "MODEL.ACTIVATION_CHECKPOINTING.BACKBONE", "True",
+            "MODEL.ACTIVATION_CHECKPOINTING.MASK_HEAD", "True",
+        ]
+    )  # fmt: skip
+    assert report["clips"] == 2
+    result = report["results"]["train"]["fp32"]
+    assert result["frames_per_s"] == pytest.approx(2 / result["median_s"])

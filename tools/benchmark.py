@@ -5,12 +5,22 @@
         --device cpu --threads 2 --frames 5 --size 224 --runs 3 --output bench.json
 
 The model is randomly initialised (the config's pretrained files are not read, nothing is
-downloaded) unless ``--opts MODEL.WEIGHTS FILE`` names a checkpoint, and fed one random clip
-that follows the model I/O contract (uint8 frames, log-mel, maskiges when the config reads
-them, and for training a mask and frame flags). Eval is
-``model([clip])`` under ``torch.no_grad()``; a training step is forward + backward + optimiser
-step (the project's ``build_optimizer``: the config's optimizer, clipping included) with the
-visual backbone trainable. Each figure is the median over ``--runs`` runs after ``--warmup`` runs.
+downloaded) unless ``--opts MODEL.WEIGHTS FILE`` names a checkpoint, and fed a batch of
+``--clips`` random clips (default 1) that follow the model I/O contract (uint8 frames, log-mel,
+maskiges when the config reads them, and for training a mask on every frame and frame flags).
+Eval is ``model(clips)`` under ``torch.no_grad()``; a training step is forward + backward +
+optimiser step (the project's ``build_optimizer``: the config's optimizer, clipping included)
+with the visual backbone trainable. Each figure is the median over ``--runs`` runs after
+``--warmup`` runs; frames/s counts every frame of the batch.
+
+Memory switches are config keys, e.g. the original MS3 recipe (2 clips of 5 frames at 512x512)
+with activation checkpointing everywhere:
+
+    python tools/benchmark.py --config-file configs/ms3/avsegformer_R50.yaml --size 512 \
+        --clips 2 --phases train --precision fp32 --opts \
+        MODEL.ACTIVATION_CHECKPOINTING.BACKBONE True \
+        MODEL.ACTIVATION_CHECKPOINTING.PIXEL_DECODER True \
+        MODEL.ACTIVATION_CHECKPOINTING.MASK_HEAD True
 
 The device is ``--device``, else the config's ``MODEL.DEVICE``; without a GPU a CUDA device
 falls back to the CPU with one warning (the table's ``device`` says which one ran).
@@ -59,7 +69,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--device", choices=["cpu", "cuda"], help="default: the config's MODEL.DEVICE"
     )
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = torch's)")
-    parser.add_argument("--frames", type=int, default=5, help="frames T of the one clip")
+    parser.add_argument("--frames", type=int, default=5, help="frames T of each clip")
+    parser.add_argument("--clips", type=int, default=1, help="clips per batch")
     parser.add_argument("--size", type=int, default=224, help="square frame size")
     parser.add_argument("--runs", type=int, default=3, help="timed runs per phase")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs per phase")
@@ -88,15 +99,18 @@ def benchmark_cfg(args: argparse.Namespace):
     return setup_cfg(args.config_file, [*opts, *args.opts])
 
 
-def make_clip(cfg, num_frames: int, size: int, train: bool, num_classes: int) -> dict:
+def make_clip(
+    cfg, num_frames: int, size: int, train: bool, num_classes: int, seed: int = 0
+) -> dict:
     """One random clip as the data mapper produces it (the model's input contract), with
     maskiges when the config reads them (``INPUT.MASKIGE_FOLDER``).
 
     Args:
         num_classes: the model's output classes (1 or 2 for the binary tasks, where the
             targets are {0, 1}; else class ids).
+        seed: of the clip's random content.
     """
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(seed)
 
     def image():
         return torch.randint(
@@ -177,7 +191,7 @@ def time_interleaved(steps: dict, runs: int, warmup: int, device: str) -> dict:
     return times
 
 
-def eval_step(model, clip, precision: str):
+def eval_step(model, clips, precision: str):
     """One eval forward; bf16 runs a copy of the model converted by ``TEST.PRECISION``."""
     model = model.eval()
     if precision != "fp32":
@@ -185,12 +199,12 @@ def eval_step(model, clip, precision: str):
 
     def step():
         with torch.no_grad():
-            model([clip])
+            model(clips)
 
     return step
 
 
-def train_step(model, clip, cfg, precision: str, device: str):
+def train_step(model, clips, cfg, precision: str, device: str):
     """One training step (forward, backward, optimiser step) under the precision's autocast."""
     model.train()
     model.backbone.requires_grad_(True)
@@ -198,7 +212,7 @@ def train_step(model, clip, cfg, precision: str, device: str):
 
     def step():
         with autocast_context(precision, device):
-            losses = model([clip])
+            losses = model(clips)
         total = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -209,18 +223,21 @@ def train_step(model, clip, cfg, precision: str, device: str):
 
 def benchmark_phase(phase, model, cfg, args, device: str, memory: PeakMemory) -> dict:
     """Every precision of one phase, interleaved: ``{precision: summary}``."""
-    clip = make_clip(
-        cfg, args.frames, args.size, train=phase == "train", num_classes=model.num_classes
-    )
+    train = phase == "train"
+    clips = [
+        make_clip(cfg, args.frames, args.size, train, model.num_classes, seed=seed)
+        for seed in range(args.clips)
+    ]
     if phase == "eval":
-        steps = {p: eval_step(model, clip, p) for p in args.precision}
+        steps = {p: eval_step(model, clips, p) for p in args.precision}
     else:
         # One model trained by every precision in turn: each step is timed alike.
-        steps = {p: train_step(model, clip, cfg, p, device) for p in args.precision}
+        steps = {p: train_step(model, clips, cfg, p, device) for p in args.precision}
     memory.reset()
     times = time_interleaved(steps, args.runs, args.warmup, device)
     peak = memory.peak_bytes()
-    return {p: summarize(times[p], args.frames, peak) for p in args.precision}
+    frames = args.clips * args.frames
+    return {p: summarize(times[p], frames, peak) for p in args.precision}
 
 
 def summarize(times: list[float], frames: int, peak_bytes: int) -> dict:
@@ -284,6 +301,7 @@ def main(argv=None) -> dict:
         "config": args.config_file,
         "device": device,
         "threads": torch.get_num_threads(),
+        "clips": args.clips,
         "frames": args.frames,
         "size": args.size,
         "runs": args.runs,

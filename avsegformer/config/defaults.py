@@ -15,6 +15,7 @@ def add_shared_config(cfg):
     _add_backbone_config(cfg)
     _add_audio_config(cfg)
     _add_pixel_decoder_config(cfg)
+    _add_activation_checkpointing_config(cfg)
     _add_input_config(cfg)
     _add_solver_config(cfg)
     _add_test_config(cfg)
@@ -98,6 +99,23 @@ def _add_pixel_decoder_config(cfg):
     # Multi-scale deformable attention backend: "auto" (compiled op when built, else PyTorch),
     # "pytorch", or "compiled" (an error when the op in ops/ is not built).
     h.MSDA_IMPL = "auto"
+
+
+# ---------------------------------------------------------------------------------------------
+# memory: activation checkpointing
+# ---------------------------------------------------------------------------------------------
+def _add_activation_checkpointing_config(cfg):
+    # Parts that keep only their inputs in training and recompute their activations in the
+    # backward pass (avsegformer.modeling.activation_checkpointing): less memory for about one
+    # more forward of the part. Off by default, as each costs time; evaluation is unaffected.
+    cfg.MODEL.ACTIVATION_CHECKPOINTING = CN()
+    c = cfg.MODEL.ACTIVATION_CHECKPOINTING
+    # Every block of the visual backbones (ResNet residual blocks, PVTv2 transformer blocks).
+    c.BACKBONE = False
+    # Every deformable encoder layer of the pixel decoder, and its stride-4 mask-feature branch.
+    c.PIXEL_DECODER = False
+    # AVSegFormer / MoDAT prediction head (query-map MLP and up-sampling convs), frame by frame.
+    c.MASK_HEAD = False
 
 
 # ---------------------------------------------------------------------------------------------

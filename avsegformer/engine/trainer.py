@@ -9,8 +9,10 @@ Differences from ``DefaultTrainer`` (v0.6), each for a reason:
   buffers (BatchNorm statistics), so N processes score exactly like one;
 * every iteration checks its losses before ``backward`` on every process, so a NaN stops the
   job with a message instead of silently poisoning the weights (or hanging the other ranks);
-* ``SOLVER.AMP.ENABLED`` on CPU runs the forward under bfloat16 autocast instead of asserting
-  CUDA like v0.6's ``AMPTrainer``;
+* ``SOLVER.AMP.ENABLED`` runs the forward under float16 autocast with gradient scaling on CUDA
+  (as v0.6's ``AMPTrainer``, keeping the loss check) and under bfloat16 autocast without
+  scaling on CPU, where ``AMPTrainer`` asserts CUDA; each model keeps its frozen audio backbone
+  and its losses in float32;
 * the optimizer state is checkpointed (v0.6 keeps only the iteration and the scheduler);
 * the visual backbone is frozen for ``SOLVER.FREEZE_BACKBONE_ITERS`` iterations, and the best
   checkpoint by ``avs/mIoU`` is kept as ``model_best.pth``;
@@ -27,7 +29,7 @@ import torch
 import torch.distributed as dist
 from detectron2.config import CfgNode
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, hooks
+from detectron2.engine import DefaultTrainer, SimpleTrainer, hooks
 from detectron2.engine.train_loop import TrainerBase
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -75,16 +77,19 @@ def create_ddp_model(model: torch.nn.Module, *, find_unused_parameters: bool = F
 
 
 class AVSTrainLoop(SimpleTrainer):
-    """``SimpleTrainer`` plus a finite-loss check on every process and optional CPU bfloat16.
+    """``SimpleTrainer`` plus a finite-loss check on every process and optional mixed precision.
 
     Args:
         model, data_loader, optimizer: as for ``SimpleTrainer``.
         autocast_dtype: None for full precision, else the autocast dtype of the forward pass.
+        grad_scaler: a ``torch.amp.GradScaler`` for float16 (its state is checkpointed under
+            ``grad_scaler``, as by Detectron2's ``AMPTrainer``); None = no scaling.
     """
 
-    def __init__(self, model, data_loader, optimizer, *, autocast_dtype=None):
+    def __init__(self, model, data_loader, optimizer, *, autocast_dtype=None, grad_scaler=None):
         super().__init__(model, data_loader, optimizer)
         self.autocast_dtype = autocast_dtype
+        self.grad_scaler = grad_scaler
 
     def _check_losses(self, loss_dict) -> None:
         finite = all(bool(torch.isfinite(v.detach()).all()) for v in loss_dict.values())
@@ -121,9 +126,28 @@ class AVSTrainLoop(SimpleTrainer):
         losses = sum(loss_dict.values())
 
         self.optimizer.zero_grad()
-        losses.backward()
+        if self.grad_scaler is None:
+            losses.backward()
+            self._write_metrics(loss_dict, data_time)
+            self.optimizer.step()
+            return
+        self.grad_scaler.scale(losses).backward()
         self._write_metrics(loss_dict, data_time)
-        self.optimizer.step()
+        # Unscales first, so gradient clipping in the optimizer's step sees true gradients;
+        # skips the step when a gradient overflowed.
+        self.grad_scaler.step(self.optimizer)
+        self.grad_scaler.update()
+
+    def state_dict(self):
+        ret = super().state_dict()
+        if self.grad_scaler is not None:
+            ret["grad_scaler"] = self.grad_scaler.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if self.grad_scaler is not None and "grad_scaler" in state_dict:
+            self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
 
 
 class Trainer(DefaultTrainer):
@@ -185,7 +209,13 @@ class Trainer(DefaultTrainer):
         if not cfg.SOLVER.AMP.ENABLED:
             return AVSTrainLoop(model, data_loader, optimizer)
         if torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda"):
-            return AMPTrainer(model, data_loader, optimizer)
+            return AVSTrainLoop(
+                model,
+                data_loader,
+                optimizer,
+                autocast_dtype=torch.float16,
+                grad_scaler=torch.amp.GradScaler("cuda"),
+            )
         logger.info("SOLVER.AMP.ENABLED on CPU: bfloat16 autocast, no gradient scaling")
         return AVSTrainLoop(model, data_loader, optimizer, autocast_dtype=torch.bfloat16)
 

@@ -4,6 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .activation_checkpointing import checkpointed
+
 __all__ = ["AVSegMaskHead", "QueryMapMLP"]
 
 
@@ -58,6 +60,10 @@ class AVSegMaskHead(nn.Module):
 
     ``fc`` is conv3x3 -> bilinear x4 (no activation before it) -> conv3x3 -> ReLU -> conv1x1
     without bias, as in the original (``head.mlp`` -> ``mlp``, ``head.fc`` -> ``fc``).
+
+    With ``checkpoint_activations`` the head runs frame by frame in training, each frame keeping
+    only its inputs for the backward pass: the ``[HW, mlp_dim]`` hidden layers of the MLP and
+    the full-resolution maps of ``fc`` are then recomputed there one frame at a time.
     """
 
     def __init__(
@@ -68,8 +74,10 @@ class AVSegMaskHead(nn.Module):
         mlp_dim: int = 2048,
         num_classes: int = 1,
         upsample_factor: int = 4,
+        checkpoint_activations: bool = False,
     ):
         super().__init__()
+        self.checkpoint_activations = checkpoint_activations
         self.mlp = QueryMapMLP(num_queries=num_queries, hidden_dim=mlp_dim, out_dim=hidden_dim)
         self.fc = nn.Sequential(
             nn.Conv2d(hidden_dim, 128, kernel_size=3, padding=1),
@@ -88,4 +96,13 @@ class AVSegMaskHead(nn.Module):
         Returns:
             ``[N, K, H, W]`` logits.
         """
+        if not (self.checkpoint_activations and self.training and torch.is_grad_enabled()):
+            return self._logits(queries, mask_feature)
+        frames = [
+            checkpointed(self._logits, q, f, module=self)
+            for q, f in zip(queries.split(1), mask_feature.split(1))
+        ]
+        return torch.cat(frames)
+
+    def _logits(self, queries: torch.Tensor, mask_feature: torch.Tensor) -> torch.Tensor:
         return self.fc(mask_feature + self.mlp(queries, mask_feature))

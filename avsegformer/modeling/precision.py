@@ -15,6 +15,7 @@ audio backbone, whose log-mel input and small cost do not pay for the precision 
 converted sub-module casts its floating inputs to its dtype once, at its boundary.
 """
 
+import contextlib
 import logging
 from collections.abc import Iterable
 
@@ -24,6 +25,7 @@ from torch import nn
 
 __all__ = [
     "PRECISIONS",
+    "outside_autocast",
     "apply_inference_precision",
     "convert_for_inference",
     "cpu_bfloat16_features",
@@ -85,6 +87,34 @@ def _cast_floating(value, dtype: torch.dtype):
     if isinstance(value, (list, tuple)):
         return type(value)(_cast_floating(item, dtype) for item in value)
     return value
+
+
+def outside_autocast(function, *args, **kwargs):
+    """``function(*args, **kwargs)`` in float32 under mixed-precision training: autocast off,
+    floating tensors among the arguments (also inside lists, tuples and dicts) cast to float32.
+
+    For what training keeps in float32 under ``SOLVER.AMP.ENABLED``: the frozen audio backbone
+    and the losses (sigmoid/softmax, dice and cross-entropy sums, matching costs).
+    """
+    device_types = {
+        t.device.type for t in _tensors((args, kwargs)) if t.device.type in ("cpu", "cuda")
+    }
+    args, kwargs = _cast_floating(args, torch.float32), _cast_floating(kwargs, torch.float32)
+    with contextlib.ExitStack() as stack:
+        for device_type in device_types or {"cpu"}:
+            stack.enter_context(torch.autocast(device_type=device_type, enabled=False))
+        return function(*args, **kwargs)
+
+
+def _tensors(value):
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _tensors(item)
 
 
 def _cast_inputs_hook(dtype: torch.dtype):

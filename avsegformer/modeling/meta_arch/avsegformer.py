@@ -5,9 +5,10 @@ from typing import Dict, List
 import torch
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
-from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone
 from torch import nn
 
+from ..activation_checkpointing import build_visual_backbone
 from ..audio_backbone import build_audio_backbone
 from ..clip_io import (
     check_clip,
@@ -22,6 +23,7 @@ from ..clip_io import (
 from ..criterion import AVSegFormerCriterion
 from ..mask_head import AVSegMaskHead
 from ..pixel_decoder import build_pixel_decoder
+from ..precision import outside_autocast
 from ..transformer import AudioQueryGenerator, AVSTransformerDecoder, CrossModalMixer
 from .head_init import init_head_parameters
 
@@ -136,7 +138,7 @@ class AVSegFormer(nn.Module):
                 f"MODEL.AVSEGFORMER.MASK_LOSS={m.MASK_LOSS!r} does not fit NUM_CLASSES="
                 f"{m.NUM_CLASSES}: use 'dice' or 'bce' for 1 class and 'ce' for more"
             )
-        backbone = build_backbone(cfg)
+        backbone = build_visual_backbone(cfg)
         modules = cls.build_head(cfg, backbone.output_shape())
         return {
             "backbone": backbone,
@@ -191,6 +193,7 @@ class AVSegFormer(nn.Module):
                 mlp_dim=m.QUERY_MLP_DIM,
                 num_classes=m.NUM_CLASSES,
                 upsample_factor=input_shape[cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES[0]].stride,
+                checkpoint_activations=cfg.MODEL.ACTIVATION_CHECKPOINTING.MASK_HEAD,
             ),
         }
         init_head_parameters(modules.values(), level_embed=modules["pixel_decoder"].level_embed)
@@ -246,7 +249,8 @@ class AVSegFormer(nn.Module):
             outputs = self.predict(images.tensor, log_mel, frame_valid, frame_indices=run)
             # Further outputs (auxiliary losses) go to the criterion by name.
             logits, mask_feature = outputs.pop("pred_logits"), outputs.pop("mask_feature")
-            return self.criterion(logits, mask_feature, targets.index_select(0, run), **outputs)
+            targets = targets.index_select(0, run)
+            return outside_autocast(self.criterion, logits, mask_feature, targets, **outputs)
 
         outputs = self.predict(images.tensor, log_mel, frame_valid)
         # float32 probabilities whatever the model's dtype (a no-op for a float32 model).
@@ -338,7 +342,8 @@ class AVSegFormer(nn.Module):
     def _forward_from_features(self, features, log_mel, frame_indices):
         """Audio backbone on the frames ``frame_indices`` of ``log_mel``, then the head."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_audio_backbone):
-            audio = self.audio_backbone(log_mel.index_select(0, frame_indices.to(log_mel.device)))
+            log_mel = log_mel.index_select(0, frame_indices.to(log_mel.device))
+            audio = outside_autocast(self.audio_backbone, log_mel)
         return self.forward_head(features, self.audio_proj(audio.unsqueeze(1)))
 
     def _zero_outputs(self, frames: torch.Tensor, count: int) -> Dict[str, torch.Tensor]:

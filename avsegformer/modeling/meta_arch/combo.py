@@ -5,9 +5,10 @@ from typing import Dict, List
 
 import torch
 from detectron2.config import configurable
-from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone, build_sem_seg_head
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_sem_seg_head
 from torch import nn
 
+from ..activation_checkpointing import build_visual_backbone
 from ..audio_backbone import build_audio_backbone
 from ..clip_io import (
     check_aligned_images,
@@ -26,6 +27,7 @@ from ..mask_classification import (
     semantic_segmentation,
 )
 from ..mask_targets import semantic_to_mask_targets
+from ..precision import outside_autocast
 from ..set_criterion import SetCriterion
 
 __all__ = ["COMBO"]
@@ -62,6 +64,9 @@ class COMBO(nn.Module):
     #: Parameter-name prefixes of the visual backbones (learning-rate multiplier); never the
     #: frozen audio backbone.
     visual_backbone_prefixes = ("backbone.", "pre_sam_backbone.")
+    #: Sub-modules that stay float32 in low-precision inference (``TEST.PRECISION``): the audio
+    #: backbone is cheap next to the visual path, and its embedding feeds every query.
+    float32_modules = ("audio_backbone",)
 
     @configurable
     def __init__(
@@ -130,7 +135,7 @@ class COMBO(nn.Module):
                 "COMBO only does semantic inference: MODEL.MASK_FORMER.TEST.SEMANTIC_ON must be "
                 "True and INSTANCE_ON / PANOPTIC_ON False"
             )
-        backbone = build_backbone(cfg)
+        backbone = build_visual_backbone(cfg)
         shapes = backbone.output_shape()
         sem_seg_head = build_sem_seg_head(cfg, shapes)
         if not all(hasattr(sem_seg_head, a) for a in ("pixel_decoder", "predictor")):
@@ -140,7 +145,7 @@ class COMBO(nn.Module):
             )
         pre_sam_backbone = scale_factor_module = None
         if c.SIAM_ENCODER:
-            pre_sam_backbone = build_backbone(cfg)
+            pre_sam_backbone = build_visual_backbone(cfg)
             names = sorted(shapes, key=lambda name: shapes[name].stride)
             scale_factor_module = SiamEncoderFusion(
                 channels=[shapes[name].channels for name in names],
@@ -280,7 +285,7 @@ class COMBO(nn.Module):
                 raise ValueError("the Siam-Encoder is on (MODEL.COMBO.SIAM_ENCODER): pass maskiges")
             features = self.scale_factor_module(features, self.pre_sam_backbone(maskiges))
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_audio_backbone):
-            audio = self.audio_backbone(log_mel)
+            audio = outside_autocast(self.audio_backbone, log_mel)
         return self.sem_seg_head(features, audio.unsqueeze(1), clip_lengths)
 
     def losses(self, outputs: dict, targets: torch.Tensor, clip_lengths: List[int]) -> dict:
@@ -301,7 +306,9 @@ class COMBO(nn.Module):
         ]
         if not self.deep_supervision:
             outputs = {k: v for k, v in outputs.items() if k != "aux_outputs"}
-        losses = self.criterion(outputs, mask_targets, supervised, clip_lengths=clip_lengths)
+        losses = outside_autocast(
+            self.criterion, outputs, mask_targets, supervised, clip_lengths=clip_lengths
+        )
         return self.criterion.weighted(losses)
 
     def clip_probabilities(self, outputs, batched_inputs, lengths, images, real=None):
@@ -324,9 +331,10 @@ class COMBO(nn.Module):
         frame_ids = list(range(len(output_sizes))) if real is None else real.tolist()
         scores = [None] * len(output_sizes)
         if outputs is not None:
+            # float32 scores whatever the model's dtype (a no-op for a float32 model).
             decoded = semantic_segmentation(
-                outputs["pred_logits"],
-                outputs["pred_masks"],
+                outputs["pred_logits"].float(),
+                outputs["pred_masks"].float(),
                 padded_size=tuple(images.tensor.shape[-2:]),
                 image_sizes=[images.image_sizes[i] for i in frame_ids],
                 output_sizes=[output_sizes[i] for i in frame_ids],

@@ -8,6 +8,7 @@ from torch import nn
 
 from avsegformer.layers import MSDeformAttn
 
+from ..activation_checkpointing import checkpointed
 from ..transformer.activation import activation_fn
 
 __all__ = ["MSDeformAttnEncoder", "MSDeformAttnEncoderLayer"]
@@ -69,10 +70,17 @@ class MSDeformAttnEncoderLayer(nn.Module):
 
 
 class MSDeformAttnEncoder(nn.Module):
-    """A stack of :class:`MSDeformAttnEncoderLayer` sharing one set of reference points."""
+    """A stack of :class:`MSDeformAttnEncoderLayer` sharing one set of reference points.
 
-    def __init__(self, *, num_layers: int = 6, **layer_kwargs):
+    With ``checkpoint_activations`` every layer keeps only its input for the backward pass in
+    training (:func:`~avsegformer.modeling.activation_checkpointing.checkpointed`).
+    """
+
+    def __init__(
+        self, *, num_layers: int = 6, checkpoint_activations: bool = False, **layer_kwargs
+    ):
         super().__init__()
+        self.checkpoint_activations = checkpoint_activations
         self.layers = nn.ModuleList(
             MSDeformAttnEncoderLayer(**layer_kwargs) for _ in range(num_layers)
         )
@@ -113,5 +121,13 @@ class MSDeformAttnEncoder(nn.Module):
         )
         reference_points = reference_points.expand(src.shape[0], -1, -1, -1)
         for layer in self.layers:
-            src = layer(src, pos, reference_points, spatial_shapes, level_start_index)
+            src = checkpointed(
+                layer,
+                src,
+                pos,
+                reference_points,
+                spatial_shapes,
+                level_start_index,
+                enabled=self.checkpoint_activations,
+            )
         return src

@@ -21,6 +21,7 @@ from torch import nn
 
 from avsegformer.layers import MSDeformAttn
 
+from ..activation_checkpointing import checkpointed
 from ..transformer.position_encoding import PositionEmbeddingSine
 from .deformable_encoder import MSDeformAttnEncoder, MSDeformAttnEncoderLayer
 
@@ -68,6 +69,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         coarse_levels_first: bool = False,
         mask2former_layout: bool = False,
         mask_dim: int | None = None,
+        checkpoint_activations: bool = False,
     ):
         """
         Args:
@@ -92,6 +94,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
                 ``transformer``.
             mask_dim: when set, a final 1x1 conv with bias (``mask_features``) maps the stride-4
                 feature to this width (Mask2Former); None keeps the output conv's result.
+            checkpoint_activations: in training, every encoder layer and the stride-4 branch
+                keep only their inputs for the backward pass and recompute the rest there.
         """
         super().__init__()
         missing = [f for f in in_features if f not in input_shape]
@@ -111,6 +115,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         self.conv_dim = conv_dim
         self.num_levels = len(transformer_in_features)
         self.mask2former_layout = mask2former_layout
+        self.checkpoint_activations = checkpoint_activations
         # Encoder level order; the first entry of transformer_in_features is the finest level.
         self.encoder_features = self.transformer_in_features[:: -1 if coarse_levels_first else 1]
         self.projected_features = self.encoder_features if mask2former_layout else self.in_features
@@ -137,6 +142,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
             n_heads=num_heads,
             n_points=num_points,
             msda_impl=msda_impl,
+            checkpoint_activations=checkpoint_activations,
         )
         if mask2former_layout:
             self.transformer = Mask2FormerTransformer(level_embed, encoder)
@@ -206,6 +212,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
             "coarse_levels_first": head.COARSE_LEVELS_FIRST,
             "mask2former_layout": head.MASK2FORMER_LAYOUT,
             "mask_dim": head.MASK_DIM or None,
+            "checkpoint_activations": cfg.MODEL.ACTIVATION_CHECKPOINTING.PIXEL_DECODER,
         }
 
     @property
@@ -220,11 +227,12 @@ class MSDeformAttnPixelDecoder(nn.Module):
             ``(memory, spatial_shapes, level_start_index, projections)``: ``memory``
             ``[N, S, conv_dim]`` with the levels in :attr:`encoder_features` order, each flattened
             row-major; ``spatial_shapes`` ``[L, 2]`` int64; ``level_start_index`` ``[L]`` int64;
-            ``projections`` ``{name: [N, conv_dim, H, W]}`` of :attr:`projected_features`.
+            ``projections`` ``{name: [N, conv_dim, H, W]}`` of :attr:`encoder_features`.
         """
         projections = {
             name: proj(features[name])
             for name, proj in zip(self.projected_features, self.input_proj)
+            if name in self.encoder_features
         }
         srcs, pos_embeds, shapes = [], [], []
         for level, name in enumerate(self.encoder_features):
@@ -254,13 +262,25 @@ class MSDeformAttnPixelDecoder(nn.Module):
             for level, (height, width) in zip(tokens, shapes)
         ]
 
-    def _mask_feature(self, features, projections, finest: torch.Tensor) -> torch.Tensor:
-        """Stride-4 feature: lateral branch + up-sampled finest encoder level, 3x3 conv, GN, ReLU
-        (then the 1x1 ``mask_features`` conv when configured)."""
+    def _mask_feature(self, features, finest: torch.Tensor) -> torch.Tensor:
+        """:meth:`_stride4_branch` of the lateral backbone feature, checkpointed when asked."""
+        return checkpointed(
+            self._stride4_branch,
+            features[self.lateral_feature],
+            finest,
+            enabled=self.checkpoint_activations,
+            module=self,
+        )
+
+    def _stride4_branch(self, lateral: torch.Tensor, finest: torch.Tensor) -> torch.Tensor:
+        """Stride-4 feature: lateral branch (projection, 1x1 conv, GN) of the backbone feature
+        ``lateral`` + up-sampled finest encoder level ``finest``, 3x3 conv, GN, ReLU (then the
+        1x1 ``mask_features`` conv when configured)."""
         if self.mask2former_layout:
-            lateral = self.adapter_1(features[self.lateral_feature])
+            lateral = self.adapter_1(lateral)
         else:
-            lateral = self.lateral_conv(projections[self.lateral_feature])
+            projection = self.input_proj[self.projected_features.index(self.lateral_feature)]
+            lateral = self.lateral_conv(projection(lateral))
         mask_feature = lateral + F.interpolate(
             finest, size=lateral.shape[-2:], mode="bilinear", align_corners=False
         )
@@ -292,12 +312,13 @@ class MSDeformAttnPixelDecoder(nn.Module):
         # Only the finest encoder level enters the mask feature.
         finest_level = self.encoder_features.index(self.transformer_in_features[0])
         finest = self._level_maps(memory, spatial_shapes)[finest_level]
-        mask_feature = self._mask_feature(features, projections, finest)
+        mask_feature = self._mask_feature(features, finest)
         levels = [projections[name] for name in self.encoder_features]
         return mask_feature, memory, spatial_shapes, level_start_index, levels
 
     def forward_multi_scale(self, features: Dict[str, torch.Tensor]):
-        """Mask2Former's interface, in float32 even under autocast.
+        """Mask2Former's interface, in the dtype of the decoder's weights (float32, also under
+        autocast; bfloat16 once converted for low-precision inference).
 
         Args:
             features: backbone outputs, ``{name: [N, C_i, H_i, W_i]}``.
@@ -310,12 +331,13 @@ class MSDeformAttnPixelDecoder(nn.Module):
             ``coarse_levels_first``); ``transformer_encoder_features`` its first entry.
         """
         device_type = next(iter(features.values())).device.type
+        dtype = self.input_proj[0][0].weight.dtype
         with torch.autocast(device_type=device_type, enabled=False):
-            features = {name: feature.float() for name, feature in features.items()}
-            memory, spatial_shapes, _, projections = self._encode(features)
+            features = {name: feature.to(dtype) for name, feature in features.items()}
+            memory, spatial_shapes, _, _ = self._encode(features)
             multi_scale = self._level_maps(memory, spatial_shapes)
             finest_level = self.encoder_features.index(self.transformer_in_features[0])
-            mask_feature = self._mask_feature(features, projections, multi_scale[finest_level])
+            mask_feature = self._mask_feature(features, multi_scale[finest_level])
         return mask_feature, multi_scale[0], multi_scale
 
     def forward(self, features: Dict[str, torch.Tensor]):

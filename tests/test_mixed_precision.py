@@ -1,0 +1,173 @@
+"""Mixed-precision training (SOLVER.AMP.ENABLED) and bfloat16 inference (TEST.PRECISION) for
+every meta-architecture: bfloat16 autocast on CPU with the audio backbone and the losses in
+float32, float16 with gradient scaling on CUDA."""
+
+import copy
+
+import pytest
+import torch
+from detectron2.modeling import build_model
+from detectron2.utils.events import EventStorage
+from engine_toy import ToyModel, toy_batches
+from helpers import random_clip, tiny_avsegformer_cfg, tiny_combo_cfg, tiny_modat_cfg
+
+from avsegformer.engine import Trainer
+from avsegformer.engine.trainer import AVSTrainLoop
+from avsegformer.modeling.precision import apply_inference_precision, outside_autocast
+
+MODELS = {
+    "avsegformer": (lambda: tiny_avsegformer_cfg(1), False),
+    "modat": (lambda: tiny_modat_cfg(1), False),
+    "combo": (lambda: tiny_combo_cfg(2), True),
+}
+
+
+def build(name: str):
+    torch.manual_seed(0)
+    return build_model(MODELS[name][0]())
+
+
+def clip_frames(name: str) -> int:
+    """COMBO's temporal loss takes groups of 5 frames."""
+    return 5 if name.startswith("combo") else 2
+
+
+def batch(name: str, *, train: bool = True):
+    clips = [
+        random_clip(seed, frames=clip_frames(name), size=32, maskiges=MODELS[name][1])
+        for seed in (4, 5)
+    ]
+    if not train:
+        for clip in clips:
+            del clip["sem_seg"]
+    return clips
+
+
+def criterion_of(model):
+    return model.criterion
+
+
+def record_dtypes(module, seen: list, *, outputs: bool):
+    def hook(_module, args, *rest):
+        tensors = rest[0] if outputs else args
+        tensors = tensors if isinstance(tensors, (tuple, list)) else (tensors,)
+        seen.extend(t.dtype for t in tensors if isinstance(t, torch.Tensor))
+
+    if outputs:
+        return module.register_forward_hook(hook)
+    return module.register_forward_pre_hook(hook)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_bfloat16_training_step_is_finite_and_close_to_float32(name):
+    model = build(name).train()
+    clips = batch(name)
+    torch.manual_seed(1)
+    reference = model(clips)
+    audio, criterion_inputs = [], []
+    hooks = [
+        record_dtypes(model.audio_backbone, audio, outputs=True),
+        record_dtypes(criterion_of(model), criterion_inputs, outputs=False),
+    ]
+    torch.manual_seed(1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model(clips)
+    for hook in hooks:
+        hook.remove()
+    # The audio backbone and the criterion ran in float32 under autocast.
+    assert audio == [torch.float32]
+    assert criterion_inputs and set(criterion_inputs) == {torch.float32}
+    total, expected = sum(losses.values()), sum(reference.values())
+    assert total.dtype == torch.float32 and torch.isfinite(total)
+    # bfloat16 keeps 8 bits of mantissa: a random model's total loss within a few percent.
+    assert abs(total.item() - expected.item()) <= 0.03 * abs(expected.item()) + 1e-3
+    total.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_bfloat16_inference_is_close_to_float32(name):
+    model = build(name).eval()
+    clips = batch(name, train=False)
+    converted = apply_inference_precision(copy.deepcopy(model), "bf16")
+    assert converted.audio_backbone.state_dict() == {} or all(
+        p.dtype == torch.float32 for p in converted.audio_backbone.parameters()
+    )
+    assert any(p.dtype == torch.bfloat16 for p in converted.backbone.parameters())
+    # The random draws of MoDAT's second expert are the same in both runs.
+    torch.manual_seed(2)
+    with torch.no_grad():
+        expected = model(clips)
+    torch.manual_seed(2)
+    with torch.no_grad():
+        outputs = converted(clips)
+    for out, ref in zip(outputs, expected):
+        probs = out["sem_seg"]
+        assert probs.dtype == torch.float32 and probs.shape == ref["sem_seg"].shape
+        assert (probs - ref["sem_seg"]).abs().max() < 0.05
+
+
+def test_outside_autocast_runs_in_float32():
+    linear = torch.nn.Linear(4, 4)
+    x = {"a": [torch.randn(2, 4).to(torch.bfloat16)]}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert linear(x["a"][0].float()).dtype == torch.bfloat16
+        out = outside_autocast(lambda inputs, scale: linear(inputs["a"][0]) * scale, x, scale=2)
+    assert out.dtype == torch.float32
+
+
+def amp_loop(cfg_device: str):
+    cfg = tiny_avsegformer_cfg(1)
+    cfg.SOLVER.AMP.ENABLED = True
+    cfg.MODEL.DEVICE = cfg_device
+    model = ToyModel().to(cfg_device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    return Trainer._build_train_loop(cfg, model, toy_batches(), optimizer)
+
+
+def test_amp_on_cpu_is_bfloat16_without_scaler():
+    loop = amp_loop("cpu")
+    assert isinstance(loop, AVSTrainLoop)
+    assert loop.autocast_dtype == torch.bfloat16 and loop.grad_scaler is None
+
+
+def test_grad_scaler_steps_and_checkpoints_its_state():
+    """The scaled path of AVSTrainLoop, on the CPU's GradScaler."""
+    model = ToyModel()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=1)
+    loop = AVSTrainLoop(model, toy_batches(), optimizer, grad_scaler=scaler)
+    before = model.head.weight.detach().clone()
+    with EventStorage():
+        loop.iter = 0
+        loop.run_step()
+    assert not torch.equal(before, model.head.weight)
+    assert loop.state_dict()["grad_scaler"]["scale"] == 2048.0  # grown after a finite step
+    restored = AVSTrainLoop(
+        ToyModel(), toy_batches(), optimizer, grad_scaler=torch.amp.GradScaler("cpu")
+    )
+    restored.load_state_dict(loop.state_dict())
+    assert restored.grad_scaler.get_scale() == 2048.0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_amp_on_cuda_is_float16_with_scaler():
+    loop = amp_loop("cuda")
+    assert loop.autocast_dtype == torch.float16
+    assert isinstance(loop.grad_scaler, torch.amp.GradScaler)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_float16_training_step_on_cuda_is_finite(name):
+    model = build(name).cuda().train()
+    with torch.autocast("cuda", dtype=torch.float16):
+        losses = model(batch(name))
+    total = sum(losses.values())
+    assert total.dtype == torch.float32 and torch.isfinite(total)
+    scaler = torch.amp.GradScaler("cuda")
+    scaler.scale(total).backward()
+    scaler.unscale_(torch.optim.SGD(model.parameters(), lr=0.1))
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
