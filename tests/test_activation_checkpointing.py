@@ -16,6 +16,7 @@ from avsegformer.modeling.activation_checkpointing import (
 SWITCHES = [
     "MODEL.ACTIVATION_CHECKPOINTING.BACKBONE", True,
     "MODEL.ACTIVATION_CHECKPOINTING.PIXEL_DECODER", True,
+    "MODEL.ACTIVATION_CHECKPOINTING.TRANSFORMER_DECODER", True,
     "MODEL.ACTIVATION_CHECKPOINTING.MASK_HEAD", True,
 ]  # fmt: skip
 
@@ -135,6 +136,7 @@ def recorded_parts(model):
     }
     if hasattr(model, "mask_head"):
         parts["mask head"] = model.mask_head.fc
+        parts["decoder layer"] = model.transformer_decoder.layers[0]
     return {name: counting_calls(m) for name, m in parts.items() if m is not None}
 
 

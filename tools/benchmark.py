@@ -20,6 +20,7 @@ with activation checkpointing everywhere:
         --clips 2 --phases train --precision fp32 --opts \
         MODEL.ACTIVATION_CHECKPOINTING.BACKBONE True \
         MODEL.ACTIVATION_CHECKPOINTING.PIXEL_DECODER True \
+        MODEL.ACTIVATION_CHECKPOINTING.TRANSFORMER_DECODER True \
         MODEL.ACTIVATION_CHECKPOINTING.MASK_HEAD True
 
 The device is ``--device``, else the config's ``MODEL.DEVICE``; without a GPU a CUDA device

@@ -114,6 +114,9 @@ def _add_activation_checkpointing_config(cfg):
     c.BACKBONE = False
     # Every deformable encoder layer of the pixel decoder, and its stride-4 mask-feature branch.
     c.PIXEL_DECODER = False
+    # Every layer of AVSegFormer's / MoDAT's transformer decoder (its attention weights over
+    # all encoder tokens).
+    c.TRANSFORMER_DECODER = False
     # AVSegFormer / MoDAT prediction head (query-map MLP and up-sampling convs), frame by frame.
     c.MASK_HEAD = False
 

@@ -185,6 +185,7 @@ class AVSegFormer(nn.Module):
                 num_heads=m.NHEADS,
                 dim_feedforward=m.DIM_FEEDFORWARD,
                 dropout=m.DROPOUT,
+                checkpoint_activations=cfg.MODEL.ACTIVATION_CHECKPOINTING.TRANSFORMER_DECODER,
             ),
             "mixer": cls.build_mixer(cfg),
             "mask_head": AVSegMaskHead(

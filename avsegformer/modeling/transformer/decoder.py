@@ -3,6 +3,7 @@
 import torch
 from torch import nn
 
+from ..activation_checkpointing import checkpointed
 from .activation import activation_fn
 
 __all__ = ["AVSTransformerDecoder", "AVSTransformerDecoderLayer"]
@@ -56,7 +57,11 @@ class AVSTransformerDecoderLayer(nn.Module):
 
 
 class AVSTransformerDecoder(nn.Module):
-    """A stack of :class:`AVSTransformerDecoderLayer`; only the last output feeds the mask head."""
+    """A stack of :class:`AVSTransformerDecoderLayer`; only the last output feeds the mask head.
+
+    With ``checkpoint_activations`` every layer keeps only its inputs for the backward pass in
+    training: its ``[N, heads, Q, S]`` cross-attention weights are recomputed there.
+    """
 
     def __init__(
         self,
@@ -67,8 +72,10 @@ class AVSTransformerDecoder(nn.Module):
         dim_feedforward: int = 2048,
         dropout: float = 0.1,
         activation: str = "gelu",
+        checkpoint_activations: bool = False,
     ):
         super().__init__()
+        self.checkpoint_activations = checkpoint_activations
         self.layers = nn.ModuleList(
             AVSTransformerDecoderLayer(
                 dim=dim,
@@ -94,7 +101,7 @@ class AVSTransformerDecoder(nn.Module):
         """
         intermediates = []
         for layer in self.layers:
-            queries = layer(queries, memory)
+            queries = checkpointed(layer, queries, memory, enabled=self.checkpoint_activations)
             if return_intermediates:
                 intermediates.append(queries)
         if return_intermediates:
