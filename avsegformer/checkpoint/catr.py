@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import torch
 
 from .backbones import pvt_v2_rules
-from .families import register_checkpoint_family
+from .families import recognized_by_keys, register_checkpoint_family
 from .rules import BN_ENTRIES, WEIGHT_BIAS, apply_rules, rule, unwrap_state_dict
 
 __all__ = ["CATR_DEAD_WEIGHTS", "convert_catr_checkpoint"]
@@ -114,16 +114,6 @@ def convert_catr_checkpoint(checkpoint: object) -> dict[str, torch.Tensor]:
     return converted
 
 
-def _is_catr(state_dict: Mapping[str, torch.Tensor]) -> bool:
-    # The block gate and the referred-query head are CATR's own; the backbone prefix is the
-    # original's (a state dict of our model has ``backbone.`` instead).
-    return (
-        "transformer.temporal_encoder.attention_feature.0.weight" in state_dict
-        and "is_referred_head.weight" in state_dict
-        and any(name.startswith(_ORIGINAL_BACKBONE) for name in state_dict)
-    )
-
-
 def _describe(converted: Mapping[str, torch.Tensor]) -> dict:
     def count(prefix: str) -> int:
         return len({n[len(prefix) :].split(".")[0] for n in converted if n.startswith(prefix)})
@@ -144,7 +134,13 @@ def _describe(converted: Mapping[str, torch.Tensor]) -> dict:
 register_checkpoint_family(
     "CATR",
     author="aspirinone/CATR.github.io",
-    recognizes=_is_catr,
+    # The block gate and the referred-query head are CATR's own; the backbone under the
+    # original's prefix tells an original checkpoint from a converted one (``backbone.``).
+    recognizes=recognized_by_keys(
+        "transformer.temporal_encoder.attention_feature.0.weight",
+        "is_referred_head.weight",
+        f"{_ORIGINAL_BACKBONE}patch_embed1.proj.weight",
+    ),
     convert=convert_catr_checkpoint,
     describe=_describe,
 )
