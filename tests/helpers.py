@@ -16,6 +16,7 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.layers import ShapeSpec
+from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 
 from avsegformer import add_avsegformer_config
@@ -132,6 +133,15 @@ def load_config(relative_path: str | os.PathLike):
     add_avsegformer_config(cfg)
     cfg.merge_from_file(os.fspath(CONFIG_DIR / relative_path))
     return cfg
+
+
+def build_on_meta(config: str, *opts):
+    """The model of a shipped config (path under ``configs/``, then ``KEY VALUE`` overrides),
+    built on the meta device: shapes only, no weights, built in a second whatever its size."""
+    cfg = load_config(config)
+    cfg.merge_from_list(list(opts))
+    with torch.device("meta"):
+        return META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
 
 
 def tiny_avsegformer_cfg(num_classes: int = 1):

@@ -17,6 +17,7 @@ import torchvision
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from helpers import (
+    build_on_meta,
     expected_pvt_v2_name,
     load_config,
     load_tool,
@@ -328,8 +329,8 @@ def test_backbone_pickles_are_read_without_running_code(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# into the COMBO model (R50 only: a PVTv2-B5 COMBO takes a minute to build on a busy CPU; the
-# PVTv2 names are checked against the key lists above)
+# into the COMBO model (R50 built for real; a PVTv2-B5 COMBO takes a minute to build on a busy
+# CPU, so its strict load runs on a model built on the meta device)
 # ---------------------------------------------------------------------------------------------
 MODELS = {
     # key list, config, overrides of the model the key list was measured on
@@ -367,6 +368,22 @@ def test_converted_checkpoint_loads_strictly_into_the_model(combo_model, tmp_pat
     model.load_state_dict(converted, strict=True)
     assert misplaced(model.state_dict(), entries) == []
     assert model.uses_maskiges == (variant != "no_siam")
+
+
+@pytest.mark.parametrize("task", ["s4", "ms3", "avss"])
+def test_converted_pvt_checkpoint_loads_strictly_into_the_model(task, tmp_path):
+    entries = combo_entries(f"COMBO_PVTV2B5_{task}")
+    model = build_on_meta(f"{task}/combo_pvtv2_b5.yaml")
+    source, destination = tmp_path / "model_best.pth", tmp_path / "combo.pth"
+    torch.save({"model": synthesize(entries), "iteration": 1}, source)
+    convert_checkpoint_main([str(source), str(destination)])
+    converted = torch.load(destination, map_location="cpu", weights_only=True)["model"]
+    # strict: every name of the model and no other; a shape that differs is an error too.
+    model.load_state_dict(converted, strict=True, assign=True)
+    state = model.state_dict()
+    assert not [name for name, tensor in state.items() if tensor.is_meta]
+    assert misplaced(state, entries) == []
+    assert model.uses_maskiges
 
 
 @pytest.fixture(scope="module")

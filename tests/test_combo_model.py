@@ -5,8 +5,8 @@ configs (outputs, losses, gradients, the stages chained by hand, the query-audio
 import pytest
 import torch
 import torch.nn.functional as F
-from detectron2.modeling import META_ARCH_REGISTRY, build_model
-from helpers import load_config, read_key_list, tiny_combo_cfg
+from detectron2.modeling import build_model
+from helpers import build_on_meta, load_config, read_key_list, tiny_combo_cfg
 from torch.testing import assert_close
 
 from avsegformer.checkpoint.backbones import pvt_v2_rules
@@ -15,14 +15,6 @@ from avsegformer.modeling.mask_classification import foreground_probability, sem
 from avsegformer.solver import build_optimizer
 
 VGGISH_PARAMS = 72_141_184
-
-
-def build_on_meta(config: str, *opts):
-    """The model of a shipped config, built on the meta device (shapes only, no weights)."""
-    cfg = load_config(config)
-    cfg.merge_from_list(list(opts))
-    with torch.device("meta"):
-        return META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
 
 
 def layout(model) -> dict[str, tuple[tuple[int, ...], str]]:
