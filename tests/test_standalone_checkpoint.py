@@ -2,10 +2,10 @@
 
 The documented model-zoo commands (convert an original checkpoint, then ``--eval-only`` and the
 demo with it) run in an empty folder, without ``pretrained/``, on a tiny AVSBench tree. The original
-checkpoints are synthesised from the reference key lists of the R50 S4 models (AVSegFormer's
-released one, COMBO's): every entry is one random value expanded to its shape, scaled by its
+checkpoints are synthesised from the reference key lists of S4 models (AVSegFormer's and COMBO's
+R50, MoDAT's PVTv2-B5): every entry is one random value expanded to its shape, scaled by its
 fan-in so that activations stay finite, so the files stay a few hundred kilobytes although the
-models have 127 M and 159 M parameters.
+models have 127 M to 191 M parameters.
 """
 
 import json
@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from avsbench_tree import make_s4_tree
 from helpers import load_tool, read_key_list
@@ -65,6 +66,37 @@ def _run(args, cwd: Path, env: dict) -> subprocess.CompletedProcess:
     return proc
 
 
+def _evaluate_alone(config: Path, weights: str, work: Path, env: dict, opts: list) -> None:
+    """``train_net.py --eval-only`` as a command in ``work`` on the S4 test split; the scores
+    must be scores."""
+    _run(
+        [
+            REPO / "tools" / "train_net.py",
+            "--config-file", config,
+            "--eval-only",
+            "MODEL.WEIGHTS", weights,
+            "DATASETS.TEST", "('avsbench_s4_test',)",
+            "OUTPUT_DIR", "output",
+            *opts,
+        ],
+        work,
+        env,
+    )  # fmt: skip
+    results = json.loads((work / "output" / "eval_results.json").read_text())["avs"]
+    assert 0 <= results["mIoU"] <= 1 and 0 <= results["Fscore"] <= 1
+
+
+def _demo_inputs(datasets: Path, config: Path) -> list:
+    """``demo.py`` arguments for the test clip ``testA`` of the tree, written to ``out``."""
+    clip = datasets / "AVSBench" / "Single-source" / "s4_data"
+    return [
+        "--config-file", config,
+        "--frames", next((clip / "visual_frames" / "test").glob("*/testA")),
+        "--audio", next((clip / "audio_wav" / "test").glob("*/testA.wav")),
+        "--output", "out",
+    ]  # fmt: skip
+
+
 def test_readme_model_zoo_commands_need_no_pretrained_file(tmp_path):
     work = tmp_path / "empty"
     work.mkdir()
@@ -73,6 +105,7 @@ def test_readme_model_zoo_commands_need_no_pretrained_file(tmp_path):
     env = dict(os.environ, DETECTRON2_DATASETS=str(datasets), OMP_NUM_THREADS="2")
     torch.save(synthesize_original_checkpoint(), work / "AVSegFormer_res50_s4.pth")
     assert (work / "AVSegFormer_res50_s4.pth").stat().st_size < 1_000_000
+    config = REPO / "configs" / "s4" / "avsegformer_R50.yaml"
 
     _run(
         [
@@ -83,32 +116,11 @@ def test_readme_model_zoo_commands_need_no_pretrained_file(tmp_path):
         work,
         env,
     )
-    _run(
-        [
-            REPO / "tools" / "train_net.py",
-            "--config-file", REPO / "configs" / "s4" / "avsegformer_R50.yaml",
-            "--eval-only",
-            "MODEL.WEIGHTS", "avsegformer_R50_s4.pth",
-            "DATASETS.TEST", "('avsbench_s4_test',)",
-            "OUTPUT_DIR", "output",
-            *SMALL_FRAMES,
-        ],
-        work,
-        env,
-    )  # fmt: skip
-
-    results = json.loads((work / "output" / "eval_results.json").read_text())["avs"]
-    assert 0 <= results["mIoU"] <= 1 and 0 <= results["Fscore"] <= 1
-
-    clip = datasets / "AVSBench" / "Single-source" / "s4_data"
-    frames = next((clip / "visual_frames" / "test").glob("*/testA"))
+    _evaluate_alone(config, "avsegformer_R50_s4.pth", work, env, SMALL_FRAMES)
     _run(
         [
             REPO / "tools" / "demo.py",
-            "--config-file", REPO / "configs" / "s4" / "avsegformer_R50.yaml",
-            "--frames", frames,
-            "--audio", next((clip / "audio_wav" / "test").glob("*/testA.wav")),
-            "--output", "out",
+            *_demo_inputs(datasets, config),
             "--opts", "MODEL.WEIGHTS", "avsegformer_R50_s4.pth", *SMALL_FRAMES,
         ],
         work,
@@ -118,11 +130,22 @@ def test_readme_model_zoo_commands_need_no_pretrained_file(tmp_path):
     assert not (work / "pretrained").exists()
 
 
-def test_a_converted_combo_checkpoint_evaluates_and_runs_the_demo_alone(tmp_path, monkeypatch):
-    """COMBO R50 S4 with the Siam-Encoder at 224x224: maskiges from the dataset's folder in the
-    evaluation, from ``--maskiges`` in the demo; no pretrained file anywhere. The evaluation runs
-    as a command in the empty folder; conversion and demo run in-process there (each command
-    costs seconds of imports)."""
+# name: (key list of the original, config, the config's frames need maskiges, size overrides)
+STANDALONE_MODELS = {
+    # COMBO R50 S4 with the Siam-Encoder at its 224x224: maskiges from the dataset's folder in the
+    # evaluation, from ``--maskiges`` in the demo.
+    "COMBO": ("combo/COMBO_R50_s4.keys.txt", "s4/combo_R50.yaml", True, []),
+    # MoDAT PVTv2-B5 S4 (its only backbone) on small frames, as for AVSegFormer.
+    "MoDAT": ("modat/MoDAT_pvt2_s4.keys.txt", "s4/modat_pvtv2_b5.yaml", False, SMALL_FRAMES),
+}
+
+
+@pytest.mark.parametrize("name", list(STANDALONE_MODELS))
+def test_a_converted_checkpoint_evaluates_and_runs_the_demo_alone(name, tmp_path, monkeypatch):
+    """A converted original checkpoint of another meta-architecture: no pretrained file anywhere.
+    The evaluation runs as a command in the empty folder; conversion and demo run in-process
+    there (each command costs seconds of imports)."""
+    keys, config, needs_maskiges, sizes = STANDALONE_MODELS[name]
     work = tmp_path / "empty"
     work.mkdir()
     monkeypatch.chdir(work)
@@ -130,41 +153,21 @@ def test_a_converted_combo_checkpoint_evaluates_and_runs_the_demo_alone(tmp_path
     make_s4_tree(
         datasets / "AVSBench" / "Single-source",
         videos={"test": [("testA", S4_CATEGORIES[2])]},
-        maskiges=True,
+        maskiges=needs_maskiges,
     )
     env = dict(os.environ, DETECTRON2_DATASETS=str(datasets), OMP_NUM_THREADS="2")
-    original = synthesize_original_checkpoint("combo/COMBO_R50_s4.keys.txt")
-    torch.save({"model": original, "iteration": 9}, "model_best.pth")
+    torch.save({"model": synthesize_original_checkpoint(keys), "iteration": 9}, "model_best.pth")
     assert (work / "model_best.pth").stat().st_size < 1_000_000
-    config = REPO / "configs" / "s4" / "combo_R50.yaml"
-    cpu = ["MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", "0"]
+    config = REPO / "configs" / config
+    opts = ["MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", "0", *sizes]
 
-    load_tool("convert_checkpoint").main(["model_best.pth", "combo_R50_s4.pth"])
-    _run(
-        [
-            REPO / "tools" / "train_net.py",
-            "--config-file", config,
-            "--eval-only",
-            "MODEL.WEIGHTS", "combo_R50_s4.pth",
-            "DATASETS.TEST", "('avsbench_s4_test',)",
-            "OUTPUT_DIR", "output",
-            *cpu,
-        ],
-        work,
-        env,
-    )  # fmt: skip
-    results = json.loads((work / "output" / "eval_results.json").read_text())["avs"]
-    assert 0 <= results["mIoU"] <= 1 and 0 <= results["Fscore"] <= 1
-
-    clip = datasets / "AVSBench" / "Single-source" / "s4_data"
-    demo = [
-        "--config-file", config,
-        "--frames", next((clip / "visual_frames" / "test").glob("*/testA")),
-        "--audio", next((clip / "audio_wav" / "test").glob("*/testA.wav")),
-        "--output", "out",
-    ]  # fmt: skip
-    weights = ["--opts", "MODEL.WEIGHTS", "combo_R50_s4.pth", *cpu]
-    maskiges = next((clip / MASKIGE_FOLDER / "test").glob("*/testA"))
-    assert load_tool("demo").main([str(a) for a in [*demo, "--maskiges", maskiges, *weights]]) == 0
+    load_tool("convert_checkpoint").main(["model_best.pth", "converted.pth"])
+    _evaluate_alone(config, "converted.pth", work, env, opts)
+    demo = _demo_inputs(datasets, config)
+    if needs_maskiges:
+        clip = datasets / "AVSBench" / "Single-source" / "s4_data"
+        demo += ["--maskiges", next((clip / MASKIGE_FOLDER / "test").glob("*/testA"))]
+    demo += ["--opts", "MODEL.WEIGHTS", "converted.pth", *opts]
+    assert load_tool("demo").main([str(a) for a in demo]) == 0
     assert len(list((work / "out" / "masks").glob("*.png"))) == 5
     assert not (work / "pretrained").exists()
