@@ -26,7 +26,7 @@ demo-combo: setup
 	$(PYTHON) tools/synthetic_demo.py --config-file configs/synthetic/combo_tiny_s4.yaml \
 		--output-dir output/demo_combo $(ARGS)
 
-# The demo model trained with negative audio from iteration 750 on (silence, noise, off-screen
+# The demo model trained with negative audio from iteration 650 on (silence, noise, off-screen
 # sound must give an empty mask): configs/synthetic/avsegformer_tiny_s4_negative_audio.yaml.
 demo-negative-audio: setup
 	$(PYTHON) tools/synthetic_demo.py --config-file configs/synthetic/avsegformer_tiny_s4_negative_audio.yaml \
