@@ -6,6 +6,7 @@ fixtures built on them live in ``conftest.py``.
 
 import importlib.util
 import os
+import re
 import sys
 import uuid
 from contextlib import contextmanager
@@ -291,3 +292,61 @@ class FeaturesBackbone(nn.Module):
 
     def forward(self, x):
         raise AssertionError("not used: the fixture provides the features")
+
+
+#: Weights of the released CATR model that no output depends on (never called, or computed and
+#: discarded): the four FeatureFusionBlocks, the stride-4 projection, the fusion module, the
+#: temporal encoder's own cross-attentions, the unused 1x1 convs inside every cross-attention
+#: block, and the last temporal layer's audio update (its output only feeds a next layer that
+#: does not exist). Our CATR does not build them.
+CATR_DEAD_KEY_PATTERNS = (
+    r"(.*\.)?path[1-4]\..*",
+    r"(.*\.)?conv1\.conv2d_list\..*",
+    r"(.*\.)?fusion_module\..*",
+    r"(.*\.)?temporal_encoder\.(av_atten|va_atten)\..*",
+    r".*_atten\.vid_embed_proj\..*",
+)
+
+
+def is_dead_catr_key(name: str, num_encoder_layers: int = 3) -> bool:
+    """Whether ``name`` (a released CATR state-dict key, with or without the ``transformer.``
+    prefix) is a dead weight that our CATR does not build."""
+    import re
+
+    last = num_encoder_layers - 1
+    patterns = CATR_DEAD_KEY_PATTERNS + (rf"(.*\.)?temporal_encoder\.layers\.{last}\.va_atten\..*",)
+    return any(re.fullmatch(p, name) for p in patterns)
+
+
+def catr_live_state_dict(state_dict: dict, num_encoder_layers: int = 3) -> dict:
+    """A released CATR (sub-)module state dict without its dead weights."""
+    return {k: v for k, v in state_dict.items() if not is_dead_catr_key(k, num_encoder_layers)}
+
+
+def tiny_catr_cfg(num_frames: int = 5):
+    """CATR on a one-block PVTv2 (16..64 channels) with a 64-wide transformer (3 + 3 encoder
+    layers and 3 decoder layers as released, FFN 32, 4 heads, 6 queries) and
+    :class:`TinyAudioBackbone` (frozen): 32x32 frames upsampled to a 64x64 model input. Dropout
+    and drop-path off, so two forwards of the same batch agree; no AMP."""
+    cfg = load_config("Base-CATR.yaml")
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.WEIGHTS = ""
+    cfg.MODEL.AUDIO.NAME = "TinyAudioBackbone"
+    cfg.MODEL.AUDIO.WEIGHTS = ""
+    p = cfg.MODEL.PVT
+    p.EMBED_DIMS = [16, 32, 32, 64]
+    p.DEPTHS = [1, 1, 1, 1]
+    p.NUM_HEADS = [1, 1, 1, 1]
+    p.MLP_RATIOS = [1, 1, 1, 1]
+    p.DROP_PATH_RATE = 0.0
+    c = cfg.MODEL.CATR
+    c.NUM_FRAMES = num_frames
+    c.INPUT_SIZE = (64, 64)
+    c.D_MODEL = 64
+    c.NHEADS = 4
+    c.DIM_FEEDFORWARD = 32
+    c.DROPOUT = 0.0
+    c.NUM_QUERIES = 6
+    c.MASK_KERNELS_DIM = 16
+    cfg.SOLVER.AMP.ENABLED = False
+    return cfg

@@ -1,6 +1,7 @@
 """The project's config schema: every key of every meta-architecture."""
 
 from .avsegformer import add_avsegformer_model_config
+from .catr import add_catr_config
 from .combo import add_combo_config
 from .defaults import add_shared_config
 from .mask_former import add_mask_former_config
@@ -21,3 +22,4 @@ def add_avsegformer_config(cfg):
     add_modat_model_config(cfg)
     add_mask_former_config(cfg)
     add_combo_config(cfg)
+    add_catr_config(cfg)

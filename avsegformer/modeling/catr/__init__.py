@@ -1,0 +1,38 @@
+"""The parts of CATR (aspirinone/CATR.github.io): input projections, the decoupled
+audio-video transformer (spatial encoder, temporal encoder with its block gate, query
+decoder), the FPN mask decoder, the heads, the referred-query matcher and the set criterion.
+The meta-architecture is :class:`avsegformer.modeling.meta_arch.catr.CATR`."""
+
+from .block_gate import BlockGate
+from .criterion import ReferredSetCriterion, mask_bce_loss, mask_dice_loss, sigmoid_focal_loss
+from .decoder import QueryDecoder, QueryDecoderLayer
+from .fpn_decoder import FPNSpatialDecoder
+from .fusion import MultiplicativeCrossAttention
+from .heads import KernelMLP, dynamic_masks
+from .input_projection import DilatedConvSum
+from .matcher import ReferredQueryMatcher
+from .spatial_encoder import EncoderLayer, SpatialEncoder
+from .temporal_encoder import TemporalEncoder, TemporalEncoderLayer
+from .transformer import AudioProjection, CATRTransformer
+
+__all__ = [
+    "AudioProjection",
+    "BlockGate",
+    "CATRTransformer",
+    "DilatedConvSum",
+    "EncoderLayer",
+    "FPNSpatialDecoder",
+    "KernelMLP",
+    "MultiplicativeCrossAttention",
+    "QueryDecoder",
+    "QueryDecoderLayer",
+    "ReferredQueryMatcher",
+    "ReferredSetCriterion",
+    "SpatialEncoder",
+    "TemporalEncoder",
+    "TemporalEncoderLayer",
+    "dynamic_masks",
+    "mask_bce_loss",
+    "mask_dice_loss",
+    "sigmoid_focal_loss",
+]

@@ -1,0 +1,353 @@
+"""The CATR meta-architecture (ACM MM 2023, aspirinone/CATR.github.io) as a Detectron2 model."""
+
+from typing import Dict, List
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
+from torch import nn
+
+from ..audio_backbone import build_audio_backbone
+from ..catr import (
+    CATRTransformer,
+    DilatedConvSum,
+    FPNSpatialDecoder,
+    KernelMLP,
+    ReferredQueryMatcher,
+    ReferredSetCriterion,
+    dynamic_masks,
+)
+from ..clip_io import check_clip, stack_log_mel
+
+__all__ = ["CATR", "select_referred_masks"]
+
+SUPERVISED_FRAME_MODES = ("first", "annotated")
+
+
+def select_referred_masks(pred_masks: torch.Tensor, pred_is_referred: torch.Tensor):
+    """Per frame, the mask of the query most likely to be the sounding object.
+
+    Args:
+        pred_masks: ``[T, B, Q, h, w]`` logits.
+        pred_is_referred: ``[T, B, Q, 2]`` logits (class 0 = referred).
+
+    Returns:
+        ``(masks [T, B, h, w], query [T, B], scores [T, B, Q])``: the selected mask logits, the
+        selected query (the first one on ties) and the softmax "referred" probabilities.
+    """
+    scores = pred_is_referred.float().softmax(-1)[..., 0]
+    query = scores.argmax(-1)
+    index = query[..., None, None, None].expand(-1, -1, 1, *pred_masks.shape[-2:])
+    return pred_masks.gather(2, index).squeeze(2), query, scores
+
+
+@META_ARCH_REGISTRY.register()
+class CATR(nn.Module):
+    """CATR: a clip-level audio-queried transformer.
+
+    Stages: frames normalised and resized to the model's input size -> visual backbone on the
+    B*T frames in (t b) order -> dilated-conv projections of its stride-8/16/32 levels (the
+    stride-4 one is never used, so not built) -> the audio backbone (frozen) on the log-mels in
+    (b t) order -> :class:`~avsegformer.modeling.catr.CATRTransformer` (every frame attends to
+    all its clip's audio; the temporal encoder attends across the clip's frames) -> the FPN
+    mask features from the video memory -> per-query kernels and "referred" logits.
+
+    Input: a list of clip dicts (:mod:`avsegformer.modeling.clip_io`), every clip with
+    ``num_frames`` frames. Output: in training the weighted :class:`ReferredSetCriterion`
+    losses on the supervised frames (frame 0 of every clip, as released, or the annotated
+    ones); in inference one ``{"sem_seg": [T, 1, height, width]}`` per clip: per frame the mask
+    of the query with the highest "referred" probability, bilinearly resized, through a
+    sigmoid.
+
+    Attribute names are the released checkpoint's (``conv2``..``conv4``, ``vid_embed_proj``,
+    ``obj_queries``, ``transformer``, ``spatial_decoder``, ``is_referred_head``,
+    ``instance_kernels_head``), with the project's backbone under ``backbone`` and VGGish
+    under ``audio_backbone``.
+    """
+
+    #: Parameter-name prefixes of the visual backbone (learning-rate multiplier).
+    visual_backbone_prefixes = ("backbone.",)
+    #: Sub-modules that stay float32 in low-precision inference.
+    float32_modules = ("audio_backbone",)
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        in_features: List[str],
+        audio_backbone: nn.Module,
+        conv2: nn.Module,
+        conv3: nn.Module,
+        conv4: nn.Module,
+        transformer: CATRTransformer,
+        spatial_decoder: nn.Module,
+        num_queries: int,
+        mask_kernels_dim: int,
+        criterion: ReferredSetCriterion,
+        num_frames: int,
+        input_size: tuple,
+        supervised_frames: str,
+        aux_loss: bool,
+        freeze_audio_backbone: bool,
+        pixel_mean: List[float],
+        pixel_std: List[float],
+        ignore_label: int = 255,
+    ):
+        """
+        Args:
+            backbone: visual backbone; ``in_features`` names its stride-8, -16 and -32 outputs.
+            audio_backbone: ``[N, 1, 96, 64] -> [N, A]``.
+            conv2, conv3, conv4: projections of the three levels to the transformer width.
+            transformer: the audio-video transformer.
+            spatial_decoder: ``(video memory, [stride-32, stride-16 maps]) -> mask features``.
+            num_queries, mask_kernels_dim: Q and the mask-feature width.
+            criterion: the training loss.
+            num_frames: T, the frames of every clip.
+            input_size: (H, W) the frames are resized to; (0, 0) = unchanged.
+            supervised_frames: "first" or "annotated" (see ``MODEL.CATR.SUPERVISED_FRAMES``).
+            aux_loss: losses on the earlier decoder layers too.
+            freeze_audio_backbone: no gradient to the audio backbone (run under ``no_grad``).
+            pixel_mean, pixel_std: per-channel normalisation on the 0-255 scale.
+            ignore_label: target value of unannotated pixels.
+        """
+        super().__init__()
+        if supervised_frames not in SUPERVISED_FRAME_MODES:
+            raise ValueError(
+                f"MODEL.CATR.SUPERVISED_FRAMES must be one of {SUPERVISED_FRAME_MODES}, got "
+                f"{supervised_frames!r}"
+            )
+        self.backbone = backbone
+        self.in_features = list(in_features)
+        self.audio_backbone = audio_backbone
+        self.conv2, self.conv3, self.conv4 = conv2, conv3, conv4
+        d_model = transformer.d_model
+        self.vid_embed_proj = nn.Conv2d(d_model, d_model, 1)
+        self.obj_queries = nn.Embedding(num_queries, d_model)
+        self.transformer = transformer
+        self.spatial_decoder = spatial_decoder
+        self.is_referred_head = nn.Linear(d_model, 2)
+        self.instance_kernels_head = KernelMLP(d_model, d_model, mask_kernels_dim, 2)
+        self.criterion = criterion
+        self.num_frames = num_frames
+        self.input_size = tuple(int(s) for s in input_size)
+        self.supervised_frames = supervised_frames
+        self.aux_loss = aux_loss
+        self.freeze_audio_backbone = freeze_audio_backbone
+        if freeze_audio_backbone:
+            self.audio_backbone.requires_grad_(False)
+        self.ignore_label = ignore_label
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+
+    @classmethod
+    def from_config(cls, cfg):
+        c = cfg.MODEL.CATR
+        if c.NORMALIZE_BEFORE:
+            raise ValueError(
+                "MODEL.CATR.NORMALIZE_BEFORE=True: CATR's temporal encoder is post-norm only"
+            )
+        backbone = build_backbone(cfg)
+        shapes = backbone.output_shape()
+        names = sorted(shapes, key=lambda name: shapes[name].stride)
+        if len(names) < 3:
+            raise ValueError(f"CATR needs 3 backbone levels (strides 8, 16, 32), got {names}")
+        in_features = names[-3:]
+        dilations = list(c.PROJECTION_DILATIONS)
+        conv2, conv3, conv4 = (
+            DilatedConvSum(shapes[name].channels, c.D_MODEL, dilations) for name in in_features
+        )
+        transformer = CATRTransformer(
+            d_model=c.D_MODEL,
+            nheads=c.NHEADS,
+            num_encoder_layers=c.NUM_ENCODER_LAYERS,
+            num_decoder_layers=c.NUM_DECODER_LAYERS,
+            dim_feedforward=c.DIM_FEEDFORWARD,
+            dropout=c.DROPOUT,
+            activation=c.ACTIVATION,
+            audio_dim=cfg.MODEL.AUDIO.OUT_DIM,
+        )
+        criterion = ReferredSetCriterion(
+            ReferredQueryMatcher(c.SET_COST_IS_REFERRED, c.SET_COST_DICE),
+            eos_coef=c.EOS_COEF,
+            is_referred_weight=c.IS_REFERRED_LOSS_COEF,
+            focal_weight=c.FOCAL_LOSS_COEF,
+            dice_weight=c.DICE_LOSS_COEF,
+            bce_weight=c.BCE_LOSS_COEF,
+            num_aux_layers=c.NUM_DECODER_LAYERS - 1 if c.AUX_LOSS else 0,
+            focal_alpha=c.FOCAL_ALPHA,
+            focal_gamma=c.FOCAL_GAMMA,
+            double_sigmoid_bce=c.BCE_DOUBLE_SIGMOID,
+        )
+        return {
+            "backbone": backbone,
+            "in_features": in_features,
+            "audio_backbone": build_audio_backbone(cfg),
+            "conv2": conv2,
+            "conv3": conv3,
+            "conv4": conv4,
+            "transformer": transformer,
+            "spatial_decoder": FPNSpatialDecoder(
+                c.D_MODEL, (c.D_MODEL, c.D_MODEL), c.MASK_KERNELS_DIM
+            ),
+            "num_queries": c.NUM_QUERIES,
+            "mask_kernels_dim": c.MASK_KERNELS_DIM,
+            "criterion": criterion,
+            "num_frames": c.NUM_FRAMES,
+            "input_size": c.INPUT_SIZE,
+            "supervised_frames": c.SUPERVISED_FRAMES,
+            "aux_loss": c.AUX_LOSS,
+            "freeze_audio_backbone": cfg.MODEL.AUDIO.FREEZE,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "ignore_label": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+        }
+
+    @property
+    def device(self):
+        return self.pixel_mean.device
+
+    def forward(self, batched_inputs: List[Dict]):
+        """Frames and log-mels of B clips -> losses (training) or per-clip probabilities.
+
+        Args:
+            batched_inputs: clip dicts, see :mod:`avsegformer.modeling.clip_io`.
+
+        Returns:
+            The weighted loss dict in training, else one ``{"sem_seg": [T, 1, H, W]}`` per clip.
+        """
+        for clip in batched_inputs:
+            length = check_clip(clip)
+            if length != self.num_frames:
+                raise ValueError(
+                    f"clip {clip.get('video_id', '<clip without video_id>')} has {length} "
+                    f"frames; this CATR model takes clips of MODEL.CATR.NUM_FRAMES="
+                    f"{self.num_frames}"
+                )
+        frames = self.preprocess_frames(batched_inputs)
+        log_mel = stack_log_mel(batched_inputs, self.device)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_audio_backbone):
+            audio = self.audio_backbone(log_mel)  # [B*T, A], (b t) order
+        outputs = self.predict(frames, audio, with_aux=self.training and self.aux_loss)
+        if self.training:
+            return self.losses(outputs, batched_inputs)
+        return self.clip_probabilities(outputs, batched_inputs)
+
+    def preprocess_frames(self, batched_inputs: List[Dict]) -> torch.Tensor:
+        """``[B*T, 3, H, W]`` frames in (t b) order: normalised, then bilinearly resized to
+        ``input_size`` (align_corners False), as the released data pipeline does."""
+        clips = []
+        for clip in batched_inputs:
+            frames = clip["frames"].to(self.device, non_blocking=True).float()
+            frames = (frames - self.pixel_mean) / self.pixel_std
+            if self.input_size != (0, 0) and tuple(frames.shape[-2:]) != self.input_size:
+                frames = F.interpolate(
+                    frames, size=self.input_size, mode="bilinear", align_corners=False
+                )
+            clips.append(frames)
+        sizes = {tuple(frames.shape[-2:]) for frames in clips}
+        if len(sizes) > 1:
+            raise ValueError(
+                f"CATR batches whole clips: frames of sizes {sorted(sizes)} need a common "
+                "MODEL.CATR.INPUT_SIZE"
+            )
+        return torch.stack(clips, 1).flatten(0, 1)  # [T, B, ...] -> (t b)
+
+    def predict(self, frames: torch.Tensor, audio: torch.Tensor, *, with_aux: bool) -> dict:
+        """The network after preprocessing.
+
+        Args:
+            frames: ``[T*B, 3, H, W]`` normalised frames in (t b) order.
+            audio: ``[B*T, A]`` audio embeddings in (b t) order.
+            with_aux: also return the earlier decoder layers' outputs.
+
+        Returns:
+            See :meth:`forward_features`.
+        """
+        features = self.backbone(frames)
+        return self.forward_features([features[name] for name in self.in_features], audio, with_aux)
+
+    def forward_features(
+        self, features: List[torch.Tensor], audio: torch.Tensor, with_aux: bool = True
+    ) -> dict:
+        """Everything after the backbones.
+
+        Args:
+            features: the stride-8, -16, -32 backbone maps ``[T*B, C_l, h_l, w_l]``, (t b).
+            audio: ``[B*T, A]`` audio embeddings, (b t).
+            with_aux: also return the earlier decoder layers' outputs.
+
+        Returns:
+            ``{"pred_masks": [T, B, Q, h16, w16], "pred_is_referred": [T, B, Q, 2]}`` of the
+            last decoder layer, plus ``"aux_outputs"`` (a list of such dicts, first layer
+            first) with ``with_aux``.
+        """
+        t = self.num_frames
+        stride8, stride16, stride32 = (
+            conv(f) for conv, f in zip((self.conv2, self.conv3, self.conv4), features)
+        )
+        n, c, h, w = stride8.shape
+        if n % t:
+            raise ValueError(f"{n} frames do not make clips of {t} frames")
+        b = n // t
+        vid_embeds = self.vid_embed_proj(stride8).view(t, b, c, h, w)
+        hs, vid_memory = self.transformer(vid_embeds, None, audio, None, self.obj_queries.weight)
+        mask_features = self.spatial_decoder(vid_memory, [stride32, stride16])
+        mask_features = mask_features.view(t, b, *mask_features.shape[1:])
+        layers = hs if with_aux else hs[-1:]
+        masks = dynamic_masks(self.instance_kernels_head(layers), mask_features)
+        is_referred = self.is_referred_head(layers)
+        outputs = {"pred_masks": masks[-1], "pred_is_referred": is_referred[-1]}
+        if with_aux:
+            outputs["aux_outputs"] = [
+                {"pred_masks": m, "pred_is_referred": r}
+                for m, r in zip(masks[:-1], is_referred[:-1])
+            ]
+        return outputs
+
+    def losses(self, outputs: dict, batched_inputs: List[Dict]) -> dict:
+        """Weighted criterion losses on the supervised frames."""
+        labels = torch.stack([clip["sem_seg"].to(self.device) for clip in batched_inputs], 1)
+        if labels.shape[0] != self.num_frames:
+            raise ValueError(f"'sem_seg' must be [T={self.num_frames}, H, W] per clip")
+        times = self.supervised_times(labels)
+        targets = ((labels > 0) & (labels != self.ignore_label)).float()[times]  # [T', B, H, W]
+
+        def frames(out):
+            return {k: out[k][times] for k in ("pred_masks", "pred_is_referred")}
+
+        selected = frames(outputs)
+        if "aux_outputs" in outputs:
+            selected["aux_outputs"] = [frames(aux) for aux in outputs["aux_outputs"]]
+        return self.criterion.weighted(self.criterion(selected, targets))
+
+    def supervised_times(self, labels: torch.Tensor) -> torch.Tensor:
+        """``[T']`` int64 frame indices the loss sees; ``labels``: ``[T, B, H, W]``."""
+        annotated = (labels != self.ignore_label).flatten(2).any(-1)  # [T, B]
+        if self.supervised_frames == "first":
+            if not bool(annotated[0].all()):
+                raise ValueError(
+                    "MODEL.CATR.SUPERVISED_FRAMES='first': frame 0 of every training clip must "
+                    "be annotated"
+                )
+            return torch.zeros(1, dtype=torch.long, device=labels.device)
+        if not bool((annotated == annotated[:, :1]).all()) or not bool(annotated.any()):
+            raise ValueError(
+                "MODEL.CATR.SUPERVISED_FRAMES='annotated': the clips of a batch must have "
+                "annotations on the same frames (and at least one)"
+            )
+        return annotated[:, 0].nonzero().squeeze(1)
+
+    def clip_probabilities(self, outputs: dict, batched_inputs: List[Dict]) -> List[Dict]:
+        """Per frame the selected query's mask, resized to the clip's output size, sigmoid."""
+        masks, _, _ = select_referred_masks(outputs["pred_masks"], outputs["pred_is_referred"])
+        results = []
+        for b, clip in enumerate(batched_inputs):
+            height, width = clip["frames"].shape[-2:]
+            size = (int(clip.get("height", height)), int(clip.get("width", width)))
+            logits = F.interpolate(
+                masks[:, b, None].float(), size=size, mode="bilinear", align_corners=False
+            )
+            results.append({"sem_seg": logits.sigmoid()})
+        return results

@@ -1,0 +1,267 @@
+"""The CATR meta-architecture: the released model after its backbone (model_tiny.pt) incl.
+test.py's per-frame query selection, clip order for any batch size, training and inference of
+a tiny model, configs, and the checkpoint key contract."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from detectron2.modeling import build_model
+from helpers import (
+    FeaturesBackbone,
+    catr_live_state_dict,
+    expected_pvt_v2_name,
+    is_dead_catr_key,
+    load_config,
+    load_fixture,
+    read_key_list,
+    tiny_catr_cfg,
+)
+
+from avsegformer.modeling.meta_arch.catr import CATR, select_referred_masks
+
+RTOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def tiny_fixture():
+    return load_fixture("catr/fixtures/model_tiny.pt")
+
+
+def _fixture_model(fx):
+    """Our CATR with the fixture's configuration and weights, fed the stored backbone features
+    (the fixture's model replaces its PVT by them)."""
+    y = fx["config"]["yaml"]
+    cfg = tiny_catr_cfg(num_frames=fx["config"]["T"])
+    c = cfg.MODEL.CATR
+    c.D_MODEL = y["d_model"]
+    c.NHEADS = y["nheads"]
+    c.NUM_ENCODER_LAYERS = y["num_encoder_layers"]
+    c.NUM_DECODER_LAYERS = y["num_decoder_layers"]
+    c.DIM_FEEDFORWARD = y["dim_feedforward"]
+    c.DROPOUT = y["dropout"]
+    c.NUM_QUERIES = fx["config"]["num_queries"]
+    c.MASK_KERNELS_DIM = fx["config"]["mask_kernels_dim"]
+    kwargs = CATR.from_config(cfg)
+    kwargs["backbone"] = FeaturesBackbone([64, 128, 320, 512], [4, 8, 16, 32])
+    kwargs["in_features"] = ["res3", "res4", "res5"]
+    model = CATR(**kwargs)
+    missing, unexpected = model.load_state_dict(
+        catr_live_state_dict(fx["state_dict"]), strict=False
+    )
+    assert not unexpected
+    assert all(k.startswith("audio_backbone.") for k in missing), missing
+    return model.eval()
+
+
+def _run(model, case, with_aux=True):
+    inputs = case["inputs"]
+    with torch.no_grad():
+        return model.forward_features(
+            list(inputs["backbone_feats"][1:]), inputs["audio_feature"], with_aux=with_aux
+        )
+
+
+def test_model_after_backbone_matches_released_test_pipeline(tiny_fixture):
+    fx = tiny_fixture
+    model = _fixture_model(fx)
+    case = fx["cases"]["b1_test_pipeline"]
+    expected = case["outputs"]
+    out = _run(model, case)
+    torch.testing.assert_close(out["pred_masks"][:, 0], expected["pred_masks"], atol=1e-4, rtol=RTOL)
+    torch.testing.assert_close(
+        out["pred_is_referred"][:, 0], expected["pred_is_referred"], atol=9e-6, rtol=RTOL
+    )
+    for i, aux in enumerate(out["aux_outputs"]):
+        torch.testing.assert_close(
+            aux["pred_masks"], expected["aux_pred_masks"][i], atol=1e-4, rtol=RTOL
+        )
+        torch.testing.assert_close(
+            aux["pred_is_referred"], expected["aux_pred_is_referred"][i], atol=9e-6, rtol=RTOL
+        )
+    # test.py: per frame the argmax query, its mask upsampled to 224x224.
+    masks, query, scores = select_referred_masks(out["pred_masks"], out["pred_is_referred"])
+    torch.testing.assert_close(scores[:, 0], expected["scores"], atol=4e-6, rtol=RTOL)
+    assert query[:, 0].tolist() == expected["query"].tolist()
+    size = fx["config"]["output_size"]
+    logits = F.interpolate(masks, size=(size, size), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(logits.transpose(0, 1), expected["logits"], atol=9e-5, rtol=RTOL)
+    # Inference without auxiliary layers gives the same last layer.
+    last = _run(model, case, with_aux=False)
+    assert "aux_outputs" not in last
+    torch.testing.assert_close(last["pred_masks"], out["pred_masks"])
+
+
+def test_model_intermediates_match_released_code(tiny_fixture):
+    fx = tiny_fixture
+    model = _fixture_model(fx)
+    case = fx["cases"]["b1_test_pipeline"]
+    feats, inter = case["inputs"]["backbone_feats"], case["intermediates"]
+    with torch.no_grad():
+        torch.testing.assert_close(model.conv3(feats[2]), inter["conv3"], atol=1e-5, rtol=RTOL)
+        torch.testing.assert_close(model.conv4(feats[3]), inter["conv4"], atol=1e-5, rtol=RTOL)
+        torch.testing.assert_close(
+            model.vid_embed_proj(model.conv2(feats[1])), inter["vid_embeds"], atol=1e-5, rtol=RTOL
+        )
+
+
+def test_two_clips_in_t_b_order_match_released_code(tiny_fixture):
+    fx = tiny_fixture
+    model = _fixture_model(fx)
+    case = fx["cases"]["b2_eval"]
+    out = _run(model, case)
+    expected = case["outputs"]
+    torch.testing.assert_close(out["pred_masks"], expected["pred_masks"], atol=8e-5, rtol=RTOL)
+    torch.testing.assert_close(
+        out["pred_is_referred"], expected["pred_is_referred"], atol=9e-6, rtol=RTOL
+    )
+
+
+def _clip(seed, num_frames=5, size=32, with_target=True):
+    g = torch.Generator().manual_seed(seed)
+    clip = {
+        "frames": torch.randint(0, 256, (num_frames, 3, size, size), generator=g, dtype=torch.uint8),
+        "log_mel": torch.randn(num_frames, 96, 64, generator=g),
+        "video_id": f"clip{seed}",
+    }
+    if with_target:
+        sem_seg = torch.full((num_frames, size, size), 255, dtype=torch.long)
+        sem_seg[0] = (torch.rand(size, size, generator=g) > 0.6).long()
+        clip["sem_seg"] = sem_seg
+    return clip
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return build_model(tiny_catr_cfg())
+
+
+def test_tiny_model_trains_one_step_and_runs_inference(tiny_model):
+    model = tiny_model
+    model.train()
+    batch = [_clip(1), _clip(2)]
+    losses = model(batch)
+    expected_keys = {
+        f"{k}{s}"
+        for k in ("loss_is_referred", "loss_sigmoid_focal", "loss_dice", "bce_loss")
+        for s in ("", "_0", "_1")
+    }
+    assert set(losses) == expected_keys
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    optimizer.zero_grad()
+    total.backward()
+    assert model.backbone.patch_embed.proj.weight.grad.abs().sum() > 0
+    assert model.transformer.temporal_encoder.output2[0].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.audio_backbone.parameters())
+    optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        results = model([_clip(3, with_target=False), {**_clip(4, with_target=False), "height": 20, "width": 24}])
+    assert results[0]["sem_seg"].shape == (5, 1, 32, 32)
+    assert results[1]["sem_seg"].shape == (5, 1, 20, 24)
+    for r in results:
+        assert ((r["sem_seg"] > 0) & (r["sem_seg"] < 1)).all()
+
+
+def test_clip_outputs_do_not_depend_on_the_batch(tiny_model):
+    # Frames are put in (t b) order inside the model: a clip's result is the same alone or with
+    # another clip (eval mode), for any batch size.
+    model = tiny_model.eval()
+    clips = [_clip(5, with_target=False), _clip(6, with_target=False), _clip(7, with_target=False)]
+    with torch.no_grad():
+        together = model(clips)
+        alone = [model([clip])[0] for clip in clips]
+    for a, b in zip(together, alone):
+        torch.testing.assert_close(a["sem_seg"], b["sem_seg"], atol=1e-5, rtol=1e-4)
+    assert (together[0]["sem_seg"] - together[1]["sem_seg"]).abs().max() > 1e-3
+
+
+def test_training_supervises_frame_zero_only(tiny_model):
+    model = tiny_model.train()
+    clip = _clip(8)
+    losses = model([clip])
+    changed = dict(clip, sem_seg=clip["sem_seg"].clone())
+    changed["sem_seg"][1:] = 1  # annotations on the other frames are not read
+    torch.manual_seed(0)
+    again = model([changed])
+    for key in losses:
+        torch.testing.assert_close(again[key], losses[key])
+
+
+def test_clip_length_is_a_parameter():
+    torch.manual_seed(0)
+    model = build_model(tiny_catr_cfg(num_frames=10)).eval()
+    with torch.no_grad():
+        result = model([_clip(9, num_frames=10, with_target=False)])
+    assert result[0]["sem_seg"].shape == (10, 1, 32, 32)
+    with pytest.raises(ValueError, match="NUM_FRAMES=10"):
+        model([_clip(9, num_frames=5, with_target=False)])
+
+
+def test_supervised_frames_annotated_mode():
+    cfg = tiny_catr_cfg()
+    cfg.MODEL.CATR.SUPERVISED_FRAMES = "annotated"
+    model = build_model(cfg)
+    labels = torch.full((5, 2, 4, 4), 255)
+    labels[[0, 3]] = 0
+    assert model.supervised_times(labels).tolist() == [0, 3]
+    labels[3, 1] = 255
+    with pytest.raises(ValueError, match="same frames"):
+        model.supervised_times(labels)
+
+
+def test_model_declares_backbone_prefixes_and_float32_modules(tiny_model):
+    names = dict(tiny_model.named_children())
+    assert all(name in names for name in tiny_model.float32_modules)
+    assert any(n.startswith(tiny_model.visual_backbone_prefixes) for n, _ in tiny_model.named_parameters())
+    prefixes = tiny_model.visual_backbone_prefixes
+    assert {n.split(".")[0] for n, _ in tiny_model.named_parameters() if n.startswith(prefixes)} == {
+        "backbone"
+    }
+
+
+def test_s4_config_builds_the_released_layout():
+    cfg = load_config("s4/catr_pvtv2_b5.yaml")
+    c = cfg.MODEL.CATR
+    assert cfg.MODEL.META_ARCHITECTURE == "CATR"
+    assert tuple(c.INPUT_SIZE) == (448, 448) and tuple(cfg.INPUT.FRAME_SIZE) == (224, 224)
+    assert (c.NUM_FRAMES, c.NUM_QUERIES, c.MASK_KERNELS_DIM, c.D_MODEL) == (5, 50, 64, 256)
+    assert (c.NHEADS, c.NUM_ENCODER_LAYERS, c.NUM_DECODER_LAYERS, c.DIM_FEEDFORWARD) == (8, 3, 3, 2048)
+    assert (c.SET_COST_IS_REFERRED, c.SET_COST_DICE, c.DICE_LOSS_COEF, c.EOS_COEF) == (2, 7, 5, 0.1)
+    assert c.BCE_DOUBLE_SIGMOID and c.SUPERVISED_FRAMES == "first" and c.AUX_LOSS
+    s = cfg.SOLVER
+    assert (s.BASE_LR, s.WEIGHT_DECAY, s.IMS_PER_BATCH, s.CLIP_GRADIENTS.CLIP_VALUE) == (1e-5, 0.0, 2, 5.0)
+    assert s.MAX_ITER == 100 * 1726 and cfg.SEED == 123
+
+
+def _released_live_keys():
+    """The released S4 checkpoint's live keys, with the PVT under the project's names, plus the
+    project's VGGish (the released checkpoint has none)."""
+    keys = set()
+    for name, _, _ in read_key_list("catr/CATR_pvt2_s4.keys.txt"):
+        if name.startswith("encoder_backbone."):
+            keys.add("backbone." + expected_pvt_v2_name(name[len("encoder_backbone.") :]))
+        elif not is_dead_catr_key(name):
+            keys.add(name)
+    for name, _, _ in read_key_list("catr/CATR_vggish.keys.txt"):
+        keys.add("audio_backbone." + name)
+    return keys
+
+
+def test_state_dict_keys_are_the_released_live_keys():
+    cfg = load_config("s4/catr_pvtv2_b5.yaml")
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.AUDIO.WEIGHTS = ""
+    with torch.device("meta"):  # names and shapes only: no memory, no initialisation cost
+        model = CATR(**CATR.from_config(cfg))
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    released = _released_live_keys()
+    assert set(ours) == released
+    shapes = {
+        name: shape
+        for name, shape, _ in read_key_list("catr/CATR_pvt2_s4.keys.txt")
+        if not name.startswith("encoder_backbone.") and not is_dead_catr_key(name)
+    }
+    assert {k: ours[k] for k in shapes} == shapes
