@@ -311,7 +311,6 @@ CATR_DEAD_KEY_PATTERNS = (
 def is_dead_catr_key(name: str, num_encoder_layers: int = 3) -> bool:
     """Whether ``name`` (a released CATR state-dict key, with or without the ``transformer.``
     prefix) is a dead weight that our CATR does not build."""
-    import re
 
     last = num_encoder_layers - 1
     patterns = CATR_DEAD_KEY_PATTERNS + (rf"(.*\.)?temporal_encoder\.layers\.{last}\.va_atten\..*",)

@@ -42,7 +42,13 @@ def _transformer(fx):
 
 def _inputs(fx):
     i = fx["inputs"]
-    return (i["vid_embeds"], i["vid_pad_mask"], i["audio_feature"], i["audio_pad"], i["obj_queries"])
+    return (
+        i["vid_embeds"],
+        i["vid_pad_mask"],
+        i["audio_feature"],
+        i["audio_pad"],
+        i["obj_queries"],
+    )
 
 
 def test_transformer_outputs_match_released_code(transformer_fixture):
@@ -76,7 +82,9 @@ def test_transformer_intermediates_match_released_code(transformer_fixture):
         pos = model.video_positions(vid_pad, n, h, w, vid_embeds.device)
         _close(pos.permute(0, 2, 3, 1), inter["vid_pos_embed"], 1e-6)
 
-        src = torch.cat((vid_embeds.flatten(0, 1).flatten(2).permute(2, 0, 1), audio.repeat(1, t, 1)))
+        src = torch.cat(
+            (vid_embeds.flatten(0, 1).flatten(2).permute(2, 0, 1), audio.repeat(1, t, 1))
+        )
         video_pos = pos.flatten(2).permute(2, 0, 1)
         full_pos = torch.cat((video_pos, torch.zeros_like(audio.repeat(1, t, 1))))
         mask = torch.cat((vid_pad.reshape(n, hw), audio_pad.repeat(t, 1)), 1)
@@ -101,9 +109,7 @@ def test_transformer_intermediates_match_released_code(transformer_fixture):
                 assert layer_input is None  # the last layer's audio update is not computed
 
         gate = model.temporal_encoder
-        e1, t1, t2 = (
-            s.permute(1, 2, 0).reshape(n, c, h, w) for s in inter["temporal_layer_src"]
-        )
+        e1, t1, t2 = (s.permute(1, 2, 0).reshape(n, c, h, w) for s in inter["temporal_layer_src"])
         _close(gate.attention_feature(torch.cat((e1, t1), 1)), inter["gate_conv_call1"], 4e-5)
         g1, g2 = gate.gates(e1, t1)
         _close(g1, inter["G1"], 1e-6)

@@ -64,7 +64,7 @@ def test_losses_and_gradients_match_released_code(losses_fixture, name):
     total = sum(criterion.weighted(losses).values())
     torch.testing.assert_close(total, case["total_loss"], atol=1e-5, rtol=RTOL)
     total.backward()
-    grad = dict(atol=1e-6, rtol=RTOL)
+    grad = {"atol": 1e-6, "rtol": RTOL}
     torch.testing.assert_close(leaves["pred_masks"].grad, case["grad_pred_masks"], **grad)
     torch.testing.assert_close(
         leaves["pred_is_referred"].grad, case["grad_pred_is_referred"], **grad
@@ -113,7 +113,12 @@ def test_criterion_supervises_several_frames_with_one_query_per_clip():
     torch.manual_seed(0)
     criterion = _criterion(
         {
-            "weight_dict": {"loss_is_referred": 1, "loss_sigmoid_focal": 5, "loss_dice": 5, "bce_loss": 4},
+            "weight_dict": {
+                "loss_is_referred": 1,
+                "loss_sigmoid_focal": 5,
+                "loss_dice": 5,
+                "bce_loss": 4,
+            },
             "eos_coef": 0.1,
             "cost_is_referred": 2,
             "cost_dice": 7,

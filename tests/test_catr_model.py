@@ -67,7 +67,9 @@ def test_model_after_backbone_matches_released_test_pipeline(tiny_fixture):
     case = fx["cases"]["b1_test_pipeline"]
     expected = case["outputs"]
     out = _run(model, case)
-    torch.testing.assert_close(out["pred_masks"][:, 0], expected["pred_masks"], atol=1e-4, rtol=RTOL)
+    torch.testing.assert_close(
+        out["pred_masks"][:, 0], expected["pred_masks"], atol=1e-4, rtol=RTOL
+    )
     torch.testing.assert_close(
         out["pred_is_referred"][:, 0], expected["pred_is_referred"], atol=9e-6, rtol=RTOL
     )
@@ -119,7 +121,9 @@ def test_two_clips_in_t_b_order_match_released_code(tiny_fixture):
 def _clip(seed, num_frames=5, size=32, with_target=True):
     g = torch.Generator().manual_seed(seed)
     clip = {
-        "frames": torch.randint(0, 256, (num_frames, 3, size, size), generator=g, dtype=torch.uint8),
+        "frames": torch.randint(
+            0, 256, (num_frames, 3, size, size), generator=g, dtype=torch.uint8
+        ),
         "log_mel": torch.randn(num_frames, 96, 64, generator=g),
         "video_id": f"clip{seed}",
     }
@@ -158,7 +162,12 @@ def test_tiny_model_trains_one_step_and_runs_inference(tiny_model):
     optimizer.step()
     model.eval()
     with torch.no_grad():
-        results = model([_clip(3, with_target=False), {**_clip(4, with_target=False), "height": 20, "width": 24}])
+        results = model(
+            [
+                _clip(3, with_target=False),
+                {**_clip(4, with_target=False), "height": 20, "width": 24},
+            ]
+        )
     assert results[0]["sem_seg"].shape == (5, 1, 32, 32)
     assert results[1]["sem_seg"].shape == (5, 1, 20, 24)
     for r in results:
@@ -215,11 +224,13 @@ def test_supervised_frames_annotated_mode():
 def test_model_declares_backbone_prefixes_and_float32_modules(tiny_model):
     names = dict(tiny_model.named_children())
     assert all(name in names for name in tiny_model.float32_modules)
-    assert any(n.startswith(tiny_model.visual_backbone_prefixes) for n, _ in tiny_model.named_parameters())
+    assert any(
+        n.startswith(tiny_model.visual_backbone_prefixes) for n, _ in tiny_model.named_parameters()
+    )
     prefixes = tiny_model.visual_backbone_prefixes
-    assert {n.split(".")[0] for n, _ in tiny_model.named_parameters() if n.startswith(prefixes)} == {
-        "backbone"
-    }
+    assert {
+        n.split(".")[0] for n, _ in tiny_model.named_parameters() if n.startswith(prefixes)
+    } == {"backbone"}
 
 
 def test_s4_config_builds_the_released_layout():
@@ -228,11 +239,21 @@ def test_s4_config_builds_the_released_layout():
     assert cfg.MODEL.META_ARCHITECTURE == "CATR"
     assert tuple(c.INPUT_SIZE) == (448, 448) and tuple(cfg.INPUT.FRAME_SIZE) == (224, 224)
     assert (c.NUM_FRAMES, c.NUM_QUERIES, c.MASK_KERNELS_DIM, c.D_MODEL) == (5, 50, 64, 256)
-    assert (c.NHEADS, c.NUM_ENCODER_LAYERS, c.NUM_DECODER_LAYERS, c.DIM_FEEDFORWARD) == (8, 3, 3, 2048)
+    assert (c.NHEADS, c.NUM_ENCODER_LAYERS, c.NUM_DECODER_LAYERS, c.DIM_FEEDFORWARD) == (
+        8,
+        3,
+        3,
+        2048,
+    )
     assert (c.SET_COST_IS_REFERRED, c.SET_COST_DICE, c.DICE_LOSS_COEF, c.EOS_COEF) == (2, 7, 5, 0.1)
     assert c.BCE_DOUBLE_SIGMOID and c.SUPERVISED_FRAMES == "first" and c.AUX_LOSS
     s = cfg.SOLVER
-    assert (s.BASE_LR, s.WEIGHT_DECAY, s.IMS_PER_BATCH, s.CLIP_GRADIENTS.CLIP_VALUE) == (1e-5, 0.0, 2, 5.0)
+    assert (s.BASE_LR, s.WEIGHT_DECAY, s.IMS_PER_BATCH, s.CLIP_GRADIENTS.CLIP_VALUE) == (
+        1e-5,
+        0.0,
+        2,
+        5.0,
+    )
     assert s.MAX_ITER == 100 * 1726 and cfg.SEED == 123
 
 

@@ -21,7 +21,11 @@ def frames_to_clips(tokens: torch.Tensor, num_frames: int) -> torch.Tensor:
 def clips_to_frames(tokens: torch.Tensor, num_frames: int) -> torch.Tensor:
     """``[(t h w), b, C] -> [(h w), (t b), C]``, the inverse of :func:`frames_to_clips`."""
     thw, b, c = tokens.shape
-    return tokens.view(num_frames, thw // num_frames, b, c).transpose(0, 1).reshape(-1, num_frames * b, c)
+    return (
+        tokens.view(num_frames, thw // num_frames, b, c)
+        .transpose(0, 1)
+        .reshape(-1, num_frames * b, c)
+    )
 
 
 class TemporalEncoderLayer(EncoderLayer):
@@ -99,9 +103,7 @@ class TemporalEncoder(BlockGate):
                 f"got MODEL.CATR.NUM_ENCODER_LAYERS={num_layers}"
             )
         self.layers = nn.ModuleList(
-            TemporalEncoderLayer(
-                d_model, nheads, update_audio=i < num_layers - 1, **layer_kwargs
-            )
+            TemporalEncoderLayer(d_model, nheads, update_audio=i < num_layers - 1, **layer_kwargs)
             for i in range(num_layers)
         )
 

@@ -50,9 +50,9 @@ class CATRTransformer(nn.Module):
         audio_dim: int = 128,
     ):
         super().__init__()
-        layer = dict(
-            nheads=nheads, dim_feedforward=dim_feedforward, dropout=dropout, activation=activation
-        )
+        layer = {
+            "nheads": nheads, "dim_feedforward": dim_feedforward, "dropout": dropout, "activation": activation
+        }
         self.spatial_encoder = SpatialEncoder(num_encoder_layers, d_model=d_model, **layer)
         self.temporal_encoder = TemporalEncoder(num_encoder_layers, d_model, **layer)
         self.decoder = QueryDecoder(num_decoder_layers, d_model, **layer)
