@@ -17,6 +17,7 @@ from helpers import (
     tiny_catr_cfg,
 )
 
+from avsegformer.modeling.clip_io import stack_log_mel
 from avsegformer.modeling.meta_arch.catr import CATR, select_referred_masks
 
 RTOL = 1e-4
@@ -41,6 +42,7 @@ def _fixture_model(fx):
     c.DROPOUT = y["dropout"]
     c.NUM_QUERIES = fx["config"]["num_queries"]
     c.MASK_KERNELS_DIM = fx["config"]["mask_kernels_dim"]
+    cfg.MODEL.PVT.EMBED_DIMS = [64, 128, 320, 512]  # the channels of the stored features
     kwargs = CATR.from_config(cfg)
     kwargs["backbone"] = FeaturesBackbone([64, 128, 320, 512], [4, 8, 16, 32])
     kwargs["in_features"] = ["res3", "res4", "res5"]
@@ -86,7 +88,7 @@ def test_model_after_backbone_matches_released_test_pipeline(tiny_fixture):
     assert query[:, 0].tolist() == expected["query"].tolist()
     size = fx["config"]["output_size"]
     logits = F.interpolate(masks, size=(size, size), mode="bilinear", align_corners=False)
-    torch.testing.assert_close(logits.transpose(0, 1), expected["logits"], atol=9e-5, rtol=RTOL)
+    torch.testing.assert_close(logits, expected["logits"], atol=9e-5, rtol=RTOL)
     # Inference without auxiliary layers gives the same last layer.
     last = _run(model, case, with_aux=False)
     assert "aux_outputs" not in last
@@ -174,17 +176,25 @@ def test_tiny_model_trains_one_step_and_runs_inference(tiny_model):
         assert ((r["sem_seg"] > 0) & (r["sem_seg"] < 1)).all()
 
 
+def _network_outputs(model, clips):
+    frames = model.preprocess_frames(clips)
+    audio = model.audio_backbone(stack_log_mel(clips, model.device))
+    return model.predict(frames, audio, with_aux=False)
+
+
 def test_clip_outputs_do_not_depend_on_the_batch(tiny_model):
-    # Frames are put in (t b) order inside the model: a clip's result is the same alone or with
-    # another clip (eval mode), for any batch size.
+    # Frames are put in (t b) order inside the model: a clip's outputs are the same alone or
+    # with other clips (eval mode), for any batch size.
     model = tiny_model.eval()
     clips = [_clip(5, with_target=False), _clip(6, with_target=False), _clip(7, with_target=False)]
     with torch.no_grad():
-        together = model(clips)
-        alone = [model([clip])[0] for clip in clips]
-    for a, b in zip(together, alone):
-        torch.testing.assert_close(a["sem_seg"], b["sem_seg"], atol=1e-5, rtol=1e-4)
-    assert (together[0]["sem_seg"] - together[1]["sem_seg"]).abs().max() > 1e-3
+        together = _network_outputs(model, clips)
+        alone = [_network_outputs(model, [clip]) for clip in clips]
+    for b, single in enumerate(alone):
+        for key in ("pred_masks", "pred_is_referred"):
+            torch.testing.assert_close(together[key][:, b], single[key][:, 0], atol=1e-5, rtol=1e-4)
+    masks = together["pred_masks"]
+    assert (masks[:, 0] - masks[:, 1]).abs().max() > 1e-3
 
 
 def test_training_supervises_frame_zero_only(tiny_model):

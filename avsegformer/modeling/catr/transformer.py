@@ -51,7 +51,10 @@ class CATRTransformer(nn.Module):
     ):
         super().__init__()
         layer = {
-            "nheads": nheads, "dim_feedforward": dim_feedforward, "dropout": dropout, "activation": activation
+            "nheads": nheads,
+            "dim_feedforward": dim_feedforward,
+            "dropout": dropout,
+            "activation": activation,
         }
         self.spatial_encoder = SpatialEncoder(num_encoder_layers, d_model=d_model, **layer)
         self.temporal_encoder = TemporalEncoder(num_encoder_layers, d_model, **layer)
