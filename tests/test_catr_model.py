@@ -14,6 +14,7 @@ from helpers import (
     load_config,
     load_fixture,
     read_key_list,
+    synthesize_state_dict,
     tiny_catr_cfg,
 )
 
@@ -296,3 +297,20 @@ def test_state_dict_keys_are_the_released_live_keys():
         if not name.startswith("encoder_backbone.") and not is_dead_catr_key(name)
     }
     assert {k: ours[k] for k in shapes} == shapes
+
+
+def test_converted_original_checkpoint_fills_every_non_audio_entry():
+    # The checkpoint family's converter and the model agree on every name and shape.
+    from avsegformer.checkpoint.catr import convert_catr_checkpoint
+
+    cfg = load_config("s4/catr_pvtv2_b5.yaml")
+    cfg.MODEL.AUDIO.WEIGHTS = ""
+    with torch.device("meta"):
+        model = CATR(**CATR.from_config(cfg))
+    converted = convert_catr_checkpoint(
+        synthesize_state_dict(read_key_list("catr/CATR_pvt2_s4.keys.txt"))
+    )
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in converted.items()} == {
+        k: s for k, s in ours.items() if not k.startswith("audio_backbone.")
+    }
