@@ -22,9 +22,11 @@ MODELS = {
 }
 
 
-def build(name: str):
+def build(name: str, *opts):
+    cfg = MODELS[name][0]()
+    cfg.merge_from_list(list(opts))
     torch.manual_seed(0)
-    return build_model(MODELS[name][0]())
+    return build_model(cfg)
 
 
 def clip_frames(name: str) -> int:
@@ -94,7 +96,12 @@ def test_bfloat16_training_step_is_finite_and_close_to_float32(name):
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_bfloat16_inference_is_close_to_float32(name):
-    model = build(name).eval()
+    # Each masked-attention layer of COMBO's decoder attends where the previous layer's mask
+    # logits are >= 0, and a random model's logits sit near 0: through 9 layers, bfloat16
+    # rounding changes which pixels are attended (max difference 0.07). One layer shows the
+    # numerics of the bfloat16 path itself (0.002).
+    opts = ["MODEL.MASK_FORMER.DEC_LAYERS", 2] if name == "combo" else []
+    model = build(name, *opts).eval()
     clips = batch(name, train=False)
     converted = apply_inference_precision(copy.deepcopy(model), "bf16")
     assert all(p.dtype == torch.float32 for p in converted.audio_backbone.parameters())

@@ -236,8 +236,9 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         class_logits = self.class_embed(decoded)
         mask_logits = torch.einsum("nqc,nchw->nqhw", self.mask_embed(decoded), mask_features)
         resized = F.interpolate(mask_logits, size=attn_size, mode="bilinear", align_corners=False)
-        # The comparison is made on the sigmoid, as COMBO does: at |logit| < ~3e-8 the float32
-        # sigmoid rounds to 0.5, which a `logit < 0` test would decide differently.
-        attn_mask = resized.detach().sigmoid().flatten(2) < 0.5
+        # The comparison is made on the float32 sigmoid, as COMBO does: at |logit| < ~3e-8 it
+        # rounds to 0.5, which a `logit < 0` test would decide differently; a bfloat16 sigmoid
+        # would round every |logit| < ~4e-3 to 0.5 and let those queries attend.
+        attn_mask = resized.detach().float().sigmoid().flatten(2) < 0.5
         attn_mask = attn_mask.unsqueeze(1).expand(-1, self.num_heads, -1, -1).flatten(0, 1)
         return class_logits, mask_logits, attn_mask
