@@ -161,6 +161,19 @@ def _add_gradient_clipping(cfg: CfgNode, optimizer_cls):
     return maybe_add_gradient_clipping(cfg, optimizer_cls)
 
 
+def _fused_on_cpu(groups: list[dict]) -> bool:
+    """Use PyTorch's fused AdamW kernel: when every parameter is a floating-point CPU tensor.
+
+    The fused kernel makes the same update as the default one in one pass per tensor, where
+    the default (on CPU) runs ~10 element-wise operations per parameter tensor from Python,
+    about a tenth of the tiny synthetic COMBO's training step in a profile. Not on CUDA, where
+    the default is already multi-tensor, and where a gradient scaler would hand a fused
+    optimizer its gradients still scaled (full-model clipping must see them unscaled).
+    """
+    params = [p for group in groups for p in group["params"]]
+    return bool(params) and all(p.is_floating_point() and p.device.type == "cpu" for p in params)
+
+
 def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:
     """Build the optimizer named by ``SOLVER.OPTIMIZER`` ("ADAMW" or "SGD").
 
@@ -189,6 +202,7 @@ def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimiz
             betas=tuple(solver.BETAS),
             eps=solver.EPS,
             weight_decay=solver.WEIGHT_DECAY,
+            fused=_fused_on_cpu(groups),
         )
     elif name == "SGD":
         optimizer_cls = _add_gradient_clipping(cfg, torch.optim.SGD)

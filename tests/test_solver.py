@@ -258,3 +258,29 @@ def test_visual_backbone_prefixes_must_be_a_sequence_of_names(tmp_path):
     model.visual_backbone_prefixes = "backbone."
     with pytest.raises(TypeError, match="visual_backbone_prefixes"):
         build_optimizer(toy_cfg(tmp_path), model)
+
+
+def test_adamw_on_cpu_takes_the_fused_kernel_with_the_default_update(tmp_path):
+    """The CPU AdamW is PyTorch's fused kernel, and a few clipped steps move the weights as the
+    default (per-tensor loop) AdamW does."""
+    cfg = toy_cfg(tmp_path, BASE_LR=1e-2, WEIGHT_DECAY=0.05)
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.01
+    torch.manual_seed(0)
+    model, reference = _Net(), _Net()
+    reference.load_state_dict(model.state_dict())
+    optimizer = build_optimizer(cfg, model)
+    assert all(group["fused"] for group in optimizer.param_groups)
+    default = build_optimizer(cfg, reference)
+    for group in default.param_groups:
+        group["fused"] = False
+    x = torch.rand(2, 3, 2, 2)
+    for _ in range(3):
+        for net, opt in ((model, optimizer), (reference, default)):
+            opt.zero_grad()
+            net.head(net.backbone(x).mean(dim=(2, 3))).square().sum().backward()
+            opt.step()
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(model.head[0].weight, _Net().head[0].weight)
