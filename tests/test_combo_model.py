@@ -317,3 +317,21 @@ def test_bfloat16_autocast_keeps_the_pixel_decoder_in_float32(binary_model):
         hook.remove()
     assert seen["dtype"] == torch.float32
     assert torch.isfinite(out["sem_seg"]).all()
+
+
+def test_frozen_audio_embeddings_are_computed_once_per_example(binary_model):
+    """A clip seen again reuses its audio embeddings, and the output is the same."""
+    clip = make_clip(11)
+    binary_model.eval()
+    examples = []
+    hook = binary_model.audio_backbone.register_forward_hook(
+        lambda module, args, output: examples.append(args[0].shape[0])
+    )
+    try:
+        with torch.no_grad():
+            first = binary_model([clip])[0]["sem_seg"]
+            second = binary_model([clip])[0]["sem_seg"]
+    finally:
+        hook.remove()
+    assert examples == [clip["log_mel"].shape[0]]  # the second pass did not run the backbone
+    torch.testing.assert_close(first, second, rtol=0, atol=0)

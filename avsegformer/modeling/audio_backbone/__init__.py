@@ -1,6 +1,7 @@
 """Audio backbones: a registry beside Detectron2's, and its builder."""
 
 from .build import AUDIO_BACKBONE_REGISTRY, build_audio_backbone
+from .embedding_cache import FrozenAudioEmbeddings
 from .vggish import VGGish
 
-__all__ = ["AUDIO_BACKBONE_REGISTRY", "VGGish", "build_audio_backbone"]
+__all__ = ["AUDIO_BACKBONE_REGISTRY", "FrozenAudioEmbeddings", "VGGish", "build_audio_backbone"]

@@ -9,7 +9,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone
 from torch import nn
 
 from ..activation_checkpointing import build_visual_backbone
-from ..audio_backbone import build_audio_backbone
+from ..audio_backbone import FrozenAudioEmbeddings, build_audio_backbone
 from ..clip_io import (
     check_clip,
     frame_probabilities_per_clip,
@@ -120,6 +120,8 @@ class AVSegFormer(nn.Module):
         self.freeze_audio_backbone = freeze_audio_backbone
         if freeze_audio_backbone:
             self.audio_backbone.requires_grad_(False)
+        # A frozen audio backbone's embeddings are computed once per log-mel example.
+        self.audio_embeddings = FrozenAudioEmbeddings()
         self.size_divisibility = max(size_divisibility, getattr(backbone, "size_divisibility", 0))
         self.ignore_label = ignore_label
         register_pixel_normalization(self, pixel_mean, pixel_std)
@@ -342,9 +344,10 @@ class AVSegFormer(nn.Module):
 
     def _forward_from_features(self, features, log_mel, frame_indices):
         """Audio backbone on the frames ``frame_indices`` of ``log_mel``, then the head."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_audio_backbone):
-            log_mel = log_mel.index_select(0, frame_indices.to(log_mel.device))
-            audio = outside_autocast(self.audio_backbone, log_mel)
+        log_mel = log_mel.index_select(0, frame_indices.to(log_mel.device))
+        audio = outside_autocast(
+            self.audio_embeddings, self.audio_backbone, log_mel, frozen=self.freeze_audio_backbone
+        )
         return self.forward_head(features, self.audio_proj(audio.unsqueeze(1)))
 
     def _zero_outputs(self, frames: torch.Tensor, count: int) -> Dict[str, torch.Tensor]:

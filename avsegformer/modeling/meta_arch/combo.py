@@ -9,7 +9,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_sem_seg_head
 from torch import nn
 
 from ..activation_checkpointing import build_visual_backbone
-from ..audio_backbone import build_audio_backbone
+from ..audio_backbone import FrozenAudioEmbeddings, build_audio_backbone
 from ..clip_io import (
     check_aligned_images,
     check_clip,
@@ -121,6 +121,8 @@ class COMBO(nn.Module):
         self.freeze_audio_backbone = freeze_audio_backbone
         if freeze_audio_backbone:
             self.audio_backbone.requires_grad_(False)
+        # A frozen audio backbone's embeddings are computed once per log-mel example.
+        self.audio_embeddings = FrozenAudioEmbeddings()
         self.size_divisibility = size_divisibility
         self.pad_value = pad_value
         self.deep_supervision = deep_supervision
@@ -284,8 +286,9 @@ class COMBO(nn.Module):
             if maskiges is None:
                 raise ValueError("the Siam-Encoder is on (MODEL.COMBO.SIAM_ENCODER): pass maskiges")
             features = self.scale_factor_module(features, self.pre_sam_backbone(maskiges))
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_audio_backbone):
-            audio = outside_autocast(self.audio_backbone, log_mel)
+        audio = outside_autocast(
+            self.audio_embeddings, self.audio_backbone, log_mel, frozen=self.freeze_audio_backbone
+        )
         return self.sem_seg_head(features, audio.unsqueeze(1), clip_lengths)
 
     def losses(self, outputs: dict, targets: torch.Tensor, clip_lengths: List[int]) -> dict:
