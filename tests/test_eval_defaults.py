@@ -8,7 +8,8 @@ only. AVSegFormer scores S4/MS3 at 512x512 (ground truth nearest-upsampled) and 
 MoDAT, whose loaders do not up-sample, scores every task at 224x224.
 Every shipped AVSegFormer and MoDAT task config must keep these, and the evaluator must apply
 them, built by the trainer from a config or constructed directly with its own defaults. The COMBO
-task configs keep COMBO's protocol instead: 224x224, F-score per clip, real AVSS frames only.
+task configs keep COMBO's protocol instead: 224x224, F-score per clip, real AVSS frames only. The
+CATR S4 config keeps its released test script's: 224x224, F-score per clip (a batch of one clip).
 """
 
 import json
@@ -31,7 +32,8 @@ TASK_CONFIGS = sorted(
     if name.endswith(".yaml")
 )
 COMBO_CONFIGS = [c for c in TASK_CONFIGS if "combo" in os.path.basename(c)]
-NON_COMBO_CONFIGS = [c for c in TASK_CONFIGS if c not in COMBO_CONFIGS]
+CATR_CONFIGS = [c for c in TASK_CONFIGS if "catr" in os.path.basename(c)]
+NON_COMBO_CONFIGS = [c for c in TASK_CONFIGS if c not in COMBO_CONFIGS + CATR_CONFIGS]
 BINARY_CONFIGS = [c for c in NON_COMBO_CONFIGS if not c.startswith("avss")]
 AVSS_CONFIGS = [c for c in NON_COMBO_CONFIGS if c.startswith("avss")]
 
@@ -53,6 +55,13 @@ def test_combo_configs_keep_combos_protocol(config):
     assert cfg.TEST.AVS.FSCORE_GROUP_SIZE == 1
     assert cfg.TEST.AVS.AVSS_PADDED_FRAMES == "real"
     assert tuple(cfg.TEST.AVS.EVAL_SIZE) == (224, 224) == tuple(cfg.INPUT.FRAME_SIZE)
+
+
+@pytest.mark.parametrize("config", CATR_CONFIGS)
+def test_catr_configs_keep_the_released_test_protocol(config):
+    cfg = load_config(config)
+    assert cfg.TEST.AVS.FSCORE_GROUP_SIZE == 1
+    assert tuple(cfg.TEST.AVS.EVAL_SIZE) == (224, 224)
 
 
 @pytest.mark.parametrize("config", NON_COMBO_CONFIGS)
