@@ -1,7 +1,7 @@
 # Every target sets up .venv first (a few seconds when nothing changed): see tools/setup_env.sh.
 PYTHON := .venv/bin/python
 
-.PHONY: setup test lint format demo demo-combo demo-negative-audio
+.PHONY: setup test lint format demo demo-combo demo-negative-audio demo-catr
 
 setup:
 	@bash tools/setup_env.sh
@@ -31,3 +31,8 @@ demo-combo: setup
 demo-negative-audio: setup
 	$(PYTHON) tools/synthetic_demo.py --config-file configs/synthetic/avsegformer_tiny_s4_negative_audio.yaml \
 		--output-dir output/demo_negative_audio $(ARGS)
+
+# The same for CATR (configs/synthetic/catr_tiny_s4.yaml).
+demo-catr: setup
+	$(PYTHON) tools/synthetic_demo.py --config-file configs/synthetic/catr_tiny_s4.yaml \
+		--output-dir output/demo_catr $(ARGS)

@@ -18,8 +18,11 @@ import numpy as np
 import pytest
 import torch
 from avsbench_tree import make_s4_tree
+from detectron2.modeling import build_model
 from helpers import load_tool, read_key_list
 
+from avsegformer.checkpoint import load_model_weights
+from avsegformer.config import setup_cfg
 from avsegformer.data.datasets.layout import MASKIGE_FOLDER, S4_CATEGORIES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,6 +171,75 @@ def test_a_converted_checkpoint_evaluates_and_runs_the_demo_alone(name, tmp_path
         clip = datasets / "AVSBench" / "Single-source" / "s4_data"
         demo += ["--maskiges", next((clip / MASKIGE_FOLDER / "test").glob("*/testA"))]
     demo += ["--opts", "MODEL.WEIGHTS", "converted.pth", *opts]
+    assert load_tool("demo").main([str(a) for a in demo]) == 0
+    assert len(list((work / "out" / "masks").glob("*.png"))) == 5
+    assert not (work / "pretrained").exists()
+
+
+def test_a_converted_catr_checkpoint_with_its_own_vggish_evaluates_and_runs_the_demo(
+    tmp_path, monkeypatch
+):
+    """CATR PVTv2-B5 S4: the original checkpoint holds no VGGish, which comes from its own
+    torchvggish file through ``MODEL.AUDIO.WEIGHTS``. The converted file and that VGGish fill
+    every entry of the model (strictly), then evaluation and demo run in an empty folder. Frames
+    are fed at 64x64 instead of the released 448x448 to keep the test fast."""
+    work = tmp_path / "empty"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    datasets = tmp_path / "datasets"
+    make_s4_tree(
+        datasets / "AVSBench" / "Single-source", videos={"test": [("testA", S4_CATEGORIES[1])]}
+    )
+    env = dict(os.environ, DETECTRON2_DATASETS=str(datasets), OMP_NUM_THREADS="2")
+    torch.save(synthesize_original_checkpoint("catr/CATR_pvt2_s4.keys.txt"), "S4_best.pth")
+    torch.save(synthesize_original_checkpoint("catr/CATR_vggish.keys.txt", seed=1), "vggish.pth")
+    assert (work / "S4_best.pth").stat().st_size < 1_000_000
+    config = REPO / "configs" / "s4" / "catr_pvtv2_b5.yaml"
+    opts = [
+        "MODEL.WEIGHTS", "catr_pvtv2_s4.pth",
+        "MODEL.AUDIO.WEIGHTS", "vggish.pth",
+        "MODEL.CATR.INPUT_SIZE", "(64, 64)",
+        *SMALL_FRAMES,
+    ]  # fmt: skip
+
+    load_tool("convert_checkpoint").main(["S4_best.pth", "catr_pvtv2_s4.pth"])
+    converted = torch.load("catr_pvtv2_s4.pth", weights_only=True)
+    assert converted["family"] == "CATR"
+    cfg = setup_cfg(str(config), opts)
+    model = build_model(cfg)
+    vggish = torch.load("vggish.pth", weights_only=True)
+    audio = {f"audio_backbone.{k}": v for k, v in vggish.items()}
+    model.load_state_dict({**converted["model"], **audio}, strict=True)
+    # The project's loading does the same from the two files.
+    fresh = build_model(cfg)
+    load_model_weights(cfg, fresh)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[name], tensor), name
+    del model, fresh
+
+    _run(
+        [
+            REPO / "tools" / "train_net.py",
+            "--config-file", config,
+            "--eval-only",
+            "DATASETS.TEST", "('avsbench_s4_test',)",
+            "OUTPUT_DIR", "output",
+            *opts,
+        ],
+        work,
+        env,
+    )  # fmt: skip
+    results = json.loads((work / "output" / "eval_results.json").read_text())["avs"]
+    assert 0 <= results["mIoU"] <= 1 and 0 <= results["Fscore"] <= 1
+
+    clip = datasets / "AVSBench" / "Single-source" / "s4_data"
+    demo = [
+        "--config-file", config,
+        "--frames", next((clip / "visual_frames" / "test").glob("*/testA")),
+        "--audio", next((clip / "audio_wav" / "test").glob("*/testA.wav")),
+        "--output", "out",
+        "--opts", *opts,
+    ]  # fmt: skip
     assert load_tool("demo").main([str(a) for a in demo]) == 0
     assert len(list((work / "out" / "masks").glob("*.png"))) == 5
     assert not (work / "pretrained").exists()
