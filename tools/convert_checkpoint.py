@@ -1,9 +1,10 @@
 #!/usr/bin/env python
-"""Convert an original checkpoint (AVSegFormer, MoDAT, COMBO) into a MODEL.WEIGHTS file.
+"""Convert an original checkpoint (AVSegFormer, MoDAT, COMBO, CATR) into a MODEL.WEIGHTS file.
 
     python tools/convert_checkpoint.py AVSegFormer_pvt2_s4.pth avsegformer_pvtv2_s4.pth
     python tools/convert_checkpoint.py MoDAT_pvt2_s4.pth modat_pvtv2_s4.pth
     python tools/convert_checkpoint.py COMBO_model_best.pth combo_R50_s4.pth
+    python tools/convert_checkpoint.py S4_best.pth catr_pvtv2_s4.pth   # CATR: VGGish not included
 
 The family of the source (which original code wrote it) is told from its keys; a file of no
 known family is refused. The output is ``{"model": state_dict, ...facts}`` and loads with no
