@@ -117,3 +117,20 @@ def test_benchmark_trains_on_several_clips_with_memory_switches():
     assert report["clips"] == 2
     result = report["results"]["train"]["fp32"]
     assert result["frames_per_s"] == pytest.approx(2 / result["median_s"])
+
+
+@pytest.mark.parametrize(
+    "frames,opts",
+    [(5, []), (10, ["MODEL.CATR.NUM_FRAMES", "10", "MODEL.CATR.NUM_CLASSES", "71"])],
+    ids=["s4", "avss"],
+)
+def test_benchmark_runs_catr_on_whole_clips(frames, opts):
+    """CATR takes one clip of its NUM_FRAMES; the training step runs its set criterion (the
+    released one, or the class-trajectory one with 71 classes)."""
+    config = REPO / "configs" / "synthetic" / "catr_tiny_s4.yaml"
+    report = benchmark.main(
+        ["--config-file", str(config), "--threads", "1", "--frames", str(frames), "--size", "64",
+         "--runs", "1", "--warmup", "0", "--precision", "fp32", "--opts", *opts]
+    )  # fmt: skip
+    assert set(report["results"]) == {"eval", "train"}
+    assert report["results"]["train"]["fp32"]["median_s"] > 0
