@@ -17,6 +17,11 @@ def add_catr_config(cfg):
     c = cfg.MODEL.CATR
     # Frames per clip. The released code hard-codes 5; every clip of a batch must have this T.
     c.NUM_FRAMES = 5
+    # Classes K of the head (K + 1 logits with "no object"). 1 = the released sounding-object
+    # head ("referred" or not) with per-frame query selection; more (AVSS: 71) = the class head,
+    # class-trajectory matching and semantic inference designed for the settings the release
+    # lacks (avsegformer/modeling/catr/semantic.py), not from the released code.
+    c.NUM_CLASSES = 1
     # The model's input size: frames are normalised, then bilinearly resized to this (the
     # released S4 data upsamples the 224x224 AVSBench frames to 448x448). (0, 0) = frame size.
     c.INPUT_SIZE = (448, 448)

@@ -1,6 +1,8 @@
 """The parts of CATR (aspirinone/CATR.github.io): input projections, the decoupled
 audio-video transformer (spatial encoder, temporal encoder with its block gate, query
-decoder), the FPN mask decoder, the heads, the referred-query matcher and the set criterion.
+decoder), the FPN mask decoder, the heads, the referred-query matcher and the set criterion;
+and, designed here (not in the release), the class head's matcher, criterion and semantic
+inference (:mod:`.semantic`).
 The meta-architecture is :class:`avsegformer.modeling.meta_arch.catr.CATR`."""
 
 from .block_gate import BlockGate
@@ -11,6 +13,12 @@ from .fusion import MultiplicativeCrossAttention
 from .heads import KernelMLP, dynamic_masks
 from .input_projection import DilatedConvSum
 from .matcher import ReferredQueryMatcher
+from .semantic import (
+    ClassTrajectoryMatcher,
+    SemanticSetCriterion,
+    class_trajectory_targets,
+    semantic_clip_probabilities,
+)
 from .spatial_encoder import EncoderLayer, SpatialEncoder
 from .temporal_encoder import TemporalEncoder, TemporalEncoderLayer
 from .transformer import AudioProjection, CATRTransformer
@@ -19,6 +27,7 @@ __all__ = [
     "AudioProjection",
     "BlockGate",
     "CATRTransformer",
+    "ClassTrajectoryMatcher",
     "DilatedConvSum",
     "EncoderLayer",
     "FPNSpatialDecoder",
@@ -28,11 +37,14 @@ __all__ = [
     "QueryDecoderLayer",
     "ReferredQueryMatcher",
     "ReferredSetCriterion",
+    "SemanticSetCriterion",
     "SpatialEncoder",
     "TemporalEncoder",
     "TemporalEncoderLayer",
+    "class_trajectory_targets",
     "dynamic_masks",
     "mask_bce_loss",
     "mask_dice_loss",
+    "semantic_clip_probabilities",
     "sigmoid_focal_loss",
 ]

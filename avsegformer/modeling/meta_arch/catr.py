@@ -11,12 +11,16 @@ from torch import nn
 from ..audio_backbone import build_audio_backbone
 from ..catr import (
     CATRTransformer,
+    ClassTrajectoryMatcher,
     DilatedConvSum,
     FPNSpatialDecoder,
     KernelMLP,
     ReferredQueryMatcher,
     ReferredSetCriterion,
+    SemanticSetCriterion,
+    class_trajectory_targets,
     dynamic_masks,
+    semantic_clip_probabilities,
 )
 from ..clip_io import check_clip, stack_log_mel
 
@@ -85,7 +89,7 @@ class CATR(nn.Module):
         spatial_decoder: nn.Module,
         num_queries: int,
         mask_kernels_dim: int,
-        criterion: ReferredSetCriterion,
+        criterion: nn.Module,
         num_frames: int,
         input_size: tuple,
         supervised_frames: str,
@@ -94,6 +98,7 @@ class CATR(nn.Module):
         pixel_mean: List[float],
         pixel_std: List[float],
         ignore_label: int = 255,
+        num_classes: int = 1,
     ):
         """
         Args:
@@ -111,6 +116,9 @@ class CATR(nn.Module):
             freeze_audio_backbone: no gradient to the audio backbone (run under ``no_grad``).
             pixel_mean, pixel_std: per-channel normalisation on the 0-255 scale.
             ignore_label: target value of unannotated pixels.
+            num_classes: K. 1 = the released sounding-object head ("referred" or not);
+                more = a (K + 1)-way class head with semantic training and inference
+                (:mod:`avsegformer.modeling.catr.semantic`, not from the released code).
         """
         super().__init__()
         if supervised_frames not in SUPERVISED_FRAME_MODES:
@@ -127,7 +135,9 @@ class CATR(nn.Module):
         self.obj_queries = nn.Embedding(num_queries, d_model)
         self.transformer = transformer
         self.spatial_decoder = spatial_decoder
-        self.is_referred_head = nn.Linear(d_model, 2)
+        # K + 1 logits, the last one "no object" (K = 1: the released referred / not head).
+        self.num_classes = num_classes
+        self.is_referred_head = nn.Linear(d_model, num_classes + 1)
         self.instance_kernels_head = KernelMLP(d_model, d_model, mask_kernels_dim, 2)
         self.criterion = criterion
         self.num_frames = num_frames
@@ -168,18 +178,6 @@ class CATR(nn.Module):
             activation=c.ACTIVATION,
             audio_dim=cfg.MODEL.AUDIO.OUT_DIM,
         )
-        criterion = ReferredSetCriterion(
-            ReferredQueryMatcher(c.SET_COST_IS_REFERRED, c.SET_COST_DICE),
-            eos_coef=c.EOS_COEF,
-            is_referred_weight=c.IS_REFERRED_LOSS_COEF,
-            focal_weight=c.FOCAL_LOSS_COEF,
-            dice_weight=c.DICE_LOSS_COEF,
-            bce_weight=c.BCE_LOSS_COEF,
-            num_aux_layers=c.NUM_DECODER_LAYERS - 1 if c.AUX_LOSS else 0,
-            focal_alpha=c.FOCAL_ALPHA,
-            focal_gamma=c.FOCAL_GAMMA,
-            double_sigmoid_bce=c.BCE_DOUBLE_SIGMOID,
-        )
         return {
             "backbone": backbone,
             "in_features": in_features,
@@ -193,7 +191,7 @@ class CATR(nn.Module):
             ),
             "num_queries": c.NUM_QUERIES,
             "mask_kernels_dim": c.MASK_KERNELS_DIM,
-            "criterion": criterion,
+            "criterion": cls.build_criterion(cfg),
             "num_frames": c.NUM_FRAMES,
             "input_size": c.INPUT_SIZE,
             "supervised_frames": c.SUPERVISED_FRAMES,
@@ -202,7 +200,36 @@ class CATR(nn.Module):
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "ignore_label": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+            "num_classes": c.NUM_CLASSES,
         }
+
+    @classmethod
+    def build_criterion(cls, cfg) -> nn.Module:
+        """The released loss for one class; its (K + 1)-way generalisation for K > 1."""
+        c = cfg.MODEL.CATR
+        weights = {
+            "focal_weight": c.FOCAL_LOSS_COEF,
+            "dice_weight": c.DICE_LOSS_COEF,
+            "bce_weight": c.BCE_LOSS_COEF,
+            "num_aux_layers": c.NUM_DECODER_LAYERS - 1 if c.AUX_LOSS else 0,
+            "focal_alpha": c.FOCAL_ALPHA,
+            "focal_gamma": c.FOCAL_GAMMA,
+            "double_sigmoid_bce": c.BCE_DOUBLE_SIGMOID,
+        }
+        if c.NUM_CLASSES > 1:
+            return SemanticSetCriterion(
+                ClassTrajectoryMatcher(c.SET_COST_IS_REFERRED, c.SET_COST_DICE),
+                num_classes=c.NUM_CLASSES,
+                eos_coef=c.EOS_COEF,
+                class_weight=c.IS_REFERRED_LOSS_COEF,
+                **weights,
+            )
+        return ReferredSetCriterion(
+            ReferredQueryMatcher(c.SET_COST_IS_REFERRED, c.SET_COST_DICE),
+            eos_coef=c.EOS_COEF,
+            is_referred_weight=c.IS_REFERRED_LOSS_COEF,
+            **weights,
+        )
 
     @property
     def device(self):
@@ -281,7 +308,8 @@ class CATR(nn.Module):
         Returns:
             ``{"pred_masks": [T, B, Q, h16, w16], "pred_is_referred": [T, B, Q, 2]}`` of the
             last decoder layer, plus ``"aux_outputs"`` (a list of such dicts, first layer
-            first) with ``with_aux``.
+            first) with ``with_aux``. With K > 1 classes the class logits are
+            ``"pred_logits": [T, B, Q, K + 1]`` instead of ``"pred_is_referred"``.
         """
         t = self.num_frames
         stride8, stride16, stride32 = (
@@ -298,19 +326,26 @@ class CATR(nn.Module):
         layers = hs if with_aux else hs[-1:]
         masks = dynamic_masks(self.instance_kernels_head(layers), mask_features)
         is_referred = self.is_referred_head(layers)
-        outputs = {"pred_masks": masks[-1], "pred_is_referred": is_referred[-1]}
+        key = self.logits_key
+        outputs = {"pred_masks": masks[-1], key: is_referred[-1]}
         if with_aux:
             outputs["aux_outputs"] = [
-                {"pred_masks": m, "pred_is_referred": r}
-                for m, r in zip(masks[:-1], is_referred[:-1])
+                {"pred_masks": m, key: r} for m, r in zip(masks[:-1], is_referred[:-1])
             ]
         return outputs
+
+    @property
+    def logits_key(self) -> str:
+        """Output name of the class logits: the released ``pred_is_referred`` for one class."""
+        return "pred_is_referred" if self.num_classes == 1 else "pred_logits"
 
     def losses(self, outputs: dict, batched_inputs: List[Dict]) -> dict:
         """Weighted criterion losses on the supervised frames."""
         labels = torch.stack([clip["sem_seg"].to(self.device) for clip in batched_inputs], 1)
         if labels.shape[0] != self.num_frames:
             raise ValueError(f"'sem_seg' must be [T={self.num_frames}, H, W] per clip")
+        if self.num_classes > 1:
+            return self.semantic_losses(outputs, labels)
         times = self.supervised_times(labels)
         targets = ((labels > 0) & (labels != self.ignore_label)).float()[times]  # [T', B, H, W]
 
@@ -339,13 +374,33 @@ class CATR(nn.Module):
             )
         return annotated[:, 0].nonzero().squeeze(1)
 
+    def semantic_losses(self, outputs: dict, labels: torch.Tensor) -> dict:
+        """Weighted :class:`SemanticSetCriterion` losses (K > 1 classes): one target per class
+        of a clip, over each clip's own annotated frames (only frame 0 with
+        ``supervised_frames="first"``), so padded frames of short clips get no loss."""
+        supervised = (labels != self.ignore_label).flatten(2).any(-1)  # [T, B]
+        if self.supervised_frames == "first":
+            supervised[1:] = False
+        if not bool(supervised.any(0).all()):
+            raise ValueError("every training clip needs an annotated frame the loss can see")
+        targets = class_trajectory_targets(labels, supervised, self.ignore_label)
+        return self.criterion.weighted(self.criterion(outputs, targets))
+
     def clip_probabilities(self, outputs: dict, batched_inputs: List[Dict]) -> List[Dict]:
-        """Per frame the selected query's mask, resized to the clip's output size, sigmoid."""
-        masks, _, _ = select_referred_masks(outputs["pred_masks"], outputs["pred_is_referred"])
+        """Per frame the selected query's mask, resized to the clip's output size, sigmoid;
+        with K > 1 classes the semantic inference's ``[T, K, height, width]`` probabilities."""
+        if self.num_classes == 1:
+            masks, _, _ = select_referred_masks(outputs["pred_masks"], outputs["pred_is_referred"])
         results = []
         for b, clip in enumerate(batched_inputs):
             height, width = clip["frames"].shape[-2:]
             size = (int(clip.get("height", height)), int(clip.get("width", width)))
+            if self.num_classes > 1:
+                probs = semantic_clip_probabilities(
+                    outputs["pred_masks"][:, b], outputs["pred_logits"][:, b], size
+                )
+                results.append({"sem_seg": probs})
+                continue
             logits = F.interpolate(
                 masks[:, b, None].float(), size=size, mode="bilinear", align_corners=False
             )
