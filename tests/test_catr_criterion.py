@@ -20,7 +20,7 @@ def _criterion(config, **kwargs):
     return ReferredSetCriterion(
         ReferredQueryMatcher(config["cost_is_referred"], config["cost_dice"]),
         eos_coef=config["eos_coef"],
-        is_referred_weight=w["loss_is_referred"],
+        class_weight=w["loss_is_referred"],
         focal_weight=w["loss_sigmoid_focal"],
         dice_weight=w["loss_dice"],
         bce_weight=w["bce_loss"],

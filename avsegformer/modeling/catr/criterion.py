@@ -5,9 +5,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .matcher import ReferredQueryMatcher
-
-__all__ = ["ReferredSetCriterion", "mask_bce_loss", "mask_dice_loss", "sigmoid_focal_loss"]
+__all__ = [
+    "CATRLayerwiseCriterion",
+    "ReferredSetCriterion",
+    "mask_bce_loss",
+    "mask_dice_loss",
+    "sigmoid_focal_loss",
+]
 
 
 def sigmoid_focal_loss(logits, targets, num_masks: float, alpha: float = 0.25, gamma: float = 2):
@@ -43,29 +47,21 @@ def mask_bce_loss(logits, targets, *, double_sigmoid: bool = True):
     return F.binary_cross_entropy_with_logits(logits, targets)
 
 
-class ReferredSetCriterion(nn.Module):
-    """CATR's training loss, each term per decoder layer (auxiliary layers get ``_0``,
-    ``_1``, ... in layer order):
+class CATRLayerwiseCriterion(nn.Module):
+    """What CATR's criteria share: a class term (named by ``class_loss_name``) and three mask
+    losses per decoder layer, the auxiliary layers' terms suffixed ``_0``, ``_1``, ... in layer
+    order, and their weights. Subclasses give :meth:`layer_losses` and the key of the class
+    logits in the model outputs (``logits_key``)."""
 
-    * ``loss_is_referred``: 2-class log-softmax; the matched query of each clip is "referred",
-      every other query "not referred" with weight ``eos_coef``; summed, divided by the number of
-      (frame, clip) pairs;
-    * ``loss_sigmoid_focal`` (alpha, gamma), ``loss_dice`` (smoothing 1): on the matched
-      query's mask, bilinearly upsampled to the target size, divided by the number of target
-      masks (one per supervised frame and clip);
-    * ``bce_loss``: :func:`mask_bce_loss` on the same mask (double sigmoid unless
-      ``double_sigmoid_bce`` is False).
-
-    Each layer has its own matching (:class:`ReferredQueryMatcher`), shared by the frames of a
-    clip.
-    """
+    class_loss_name: str
+    logits_key: str
 
     def __init__(
         self,
-        matcher: ReferredQueryMatcher,
+        matcher: nn.Module,
         *,
         eos_coef: float = 0.1,
-        is_referred_weight: float = 1.0,
+        class_weight: float = 1.0,
         focal_weight: float = 5.0,
         dice_weight: float = 5.0,
         bce_weight: float = 4.0,
@@ -81,7 +77,7 @@ class ReferredSetCriterion(nn.Module):
         self.focal_gamma = focal_gamma
         self.double_sigmoid_bce = double_sigmoid_bce
         base = {
-            "loss_is_referred": is_referred_weight,
+            self.class_loss_name: class_weight,
             "loss_dice": dice_weight,
             "loss_sigmoid_focal": focal_weight,
             "bce_loss": bce_weight,
@@ -90,26 +86,66 @@ class ReferredSetCriterion(nn.Module):
         for i in range(num_aux_layers):
             self.weight_dict.update({f"{k}_{i}": v for k, v in base.items()})
 
-    def forward(self, outputs: dict, target_masks: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, outputs: dict, targets) -> dict[str, torch.Tensor]:
         """
         Args:
-            outputs: ``pred_masks`` ``[T, B, Q, h, w]``, ``pred_is_referred`` ``[T, B, Q, 2]``
-                and optionally ``aux_outputs`` (a list of such dicts) for the supervised
-                frames.
-            target_masks: ``[T, B, H, W]`` float in {0, 1}, each clip's sounding-object mask.
+            outputs: ``pred_masks`` ``[T, B, Q, h, w]``, the class logits ``[T, B, Q, C]``
+                under ``logits_key``, and optionally ``aux_outputs`` (a list of such dicts).
+            targets: what the subclass's :meth:`layer_losses` takes.
 
         Returns:
             The unweighted losses by name.
         """
-        losses = self.layer_losses(outputs["pred_masks"], outputs["pred_is_referred"], target_masks)
+        key = self.logits_key
+        losses = self.layer_losses(outputs["pred_masks"], outputs[key], targets)
         for i, aux in enumerate(outputs.get("aux_outputs") or []):
-            aux_losses = self.layer_losses(aux["pred_masks"], aux["pred_is_referred"], target_masks)
+            aux_losses = self.layer_losses(aux["pred_masks"], aux[key], targets)
             losses.update({f"{k}_{i}": v for k, v in aux_losses.items()})
         return losses
 
     def weighted(self, losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Every loss times its weight (``weight_dict``)."""
         return {k: v * self.weight_dict[k] for k, v in losses.items()}
+
+    def layer_losses(self, pred_masks, pred_logits, targets) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def mask_losses(self, flat_masks, flat_targets, num_masks: float, bce_inputs, bce_targets):
+        """Focal and dice on ``[n, P]`` masks, and the "BCE" term on ``bce_inputs``."""
+        return {
+            "loss_sigmoid_focal": sigmoid_focal_loss(
+                flat_masks, flat_targets, num_masks, self.focal_alpha, self.focal_gamma
+            ),
+            "loss_dice": mask_dice_loss(flat_masks, flat_targets, num_masks),
+            "bce_loss": mask_bce_loss(
+                bce_inputs, bce_targets, double_sigmoid=self.double_sigmoid_bce
+            ),
+        }
+
+    def extra_repr(self) -> str:
+        return f"eos_coef={self.eos_coef}, double_sigmoid_bce={self.double_sigmoid_bce}"
+
+
+class ReferredSetCriterion(CATRLayerwiseCriterion):
+    """CATR's training loss, each term per decoder layer (auxiliary layers get ``_0``,
+    ``_1``, ... in layer order):
+
+    * ``loss_is_referred``: 2-class log-softmax; the matched query of each clip is "referred",
+      every other query "not referred" with weight ``eos_coef``; summed, divided by the number of
+      (frame, clip) pairs;
+    * ``loss_sigmoid_focal`` (alpha, gamma), ``loss_dice`` (smoothing 1): on the matched
+      query's mask, bilinearly upsampled to the target size, divided by the number of target
+      masks (one per supervised frame and clip);
+    * ``bce_loss``: :func:`mask_bce_loss` on the same mask (double sigmoid unless
+      ``double_sigmoid_bce`` is False).
+
+    Each layer has its own matching (:class:`ReferredQueryMatcher`), shared by the frames of a
+    clip. The model outputs carry ``pred_is_referred`` ``[T, B, Q, 2]`` for the supervised
+    frames; the targets are ``[T, B, H, W]`` float in {0, 1}, each clip's sounding-object mask.
+    """
+
+    class_loss_name = "loss_is_referred"
+    logits_key = "pred_is_referred"
 
     def layer_losses(self, pred_masks, pred_is_referred, target_masks) -> dict[str, torch.Tensor]:
         """The four losses of one decoder layer (shapes as in :meth:`forward`)."""
@@ -129,17 +165,8 @@ class ReferredSetCriterion(nn.Module):
             masks[:, None], size=targets.shape[-2:], mode="bilinear", align_corners=False
         )
         num_masks = max(float(t * b), 1.0)
-        flat_masks, flat_targets = masks.flatten(1), targets.flatten(1)
-        return {
-            "loss_sigmoid_focal": sigmoid_focal_loss(
-                flat_masks, flat_targets, num_masks, self.focal_alpha, self.focal_gamma
-            ),
-            "loss_dice": mask_dice_loss(flat_masks, flat_targets, num_masks),
-            "bce_loss": mask_bce_loss(
-                masks, targets[:, None], double_sigmoid=self.double_sigmoid_bce
-            ),
-            "loss_is_referred": loss_is_referred,
-        }
-
-    def extra_repr(self) -> str:
-        return f"eos_coef={self.eos_coef}, double_sigmoid_bce={self.double_sigmoid_bce}"
+        losses = self.mask_losses(
+            masks.flatten(1), targets.flatten(1), num_masks, masks, targets[:, None]
+        )
+        losses["loss_is_referred"] = loss_is_referred
+        return losses

@@ -25,7 +25,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from ..mask_classification import class_probabilities, semantic_inference
-from .criterion import mask_bce_loss, mask_dice_loss, sigmoid_focal_loss
+from .criterion import CATRLayerwiseCriterion
 
 __all__ = [
     "ClassTrajectoryMatcher",
@@ -138,7 +138,7 @@ class ClassTrajectoryMatcher(nn.Module):
         return f"cost_class={self.cost_class}, cost_dice={self.cost_dice}"
 
 
-class SemanticSetCriterion(nn.Module):
+class SemanticSetCriterion(CATRLayerwiseCriterion):
     """The released CATR loss with a (K + 1)-way class term, per decoder layer (auxiliary layers
     get ``_0``, ``_1``, ... in layer order):
 
@@ -150,57 +150,15 @@ class SemanticSetCriterion(nn.Module):
       focal and "BCE"; focal and dice divided by the number of such pairs.
     """
 
-    def __init__(
-        self,
-        matcher: ClassTrajectoryMatcher,
-        *,
-        num_classes: int,
-        eos_coef: float = 0.1,
-        class_weight: float = 1.0,
-        focal_weight: float = 5.0,
-        dice_weight: float = 5.0,
-        bce_weight: float = 4.0,
-        num_aux_layers: int = 2,
-        focal_alpha: float = 0.25,
-        focal_gamma: float = 2.0,
-        double_sigmoid_bce: bool = True,
-    ):
-        super().__init__()
-        self.matcher = matcher
+    class_loss_name = "loss_class"
+    logits_key = "pred_logits"
+
+    def __init__(self, matcher: ClassTrajectoryMatcher, *, num_classes: int, **weights):
+        """``weights``: those of :class:`CATRLayerwiseCriterion`. The model outputs carry
+        ``pred_logits`` ``[T, B, Q, K + 1]``; the targets are B dicts of
+        :func:`class_trajectory_targets`."""
+        super().__init__(matcher, **weights)
         self.num_classes = num_classes
-        self.eos_coef = eos_coef
-        self.focal_alpha = focal_alpha
-        self.focal_gamma = focal_gamma
-        self.double_sigmoid_bce = double_sigmoid_bce
-        base = {
-            "loss_class": class_weight,
-            "loss_dice": dice_weight,
-            "loss_sigmoid_focal": focal_weight,
-            "bce_loss": bce_weight,
-        }
-        self.weight_dict = dict(base)
-        for i in range(num_aux_layers):
-            self.weight_dict.update({f"{k}_{i}": v for k, v in base.items()})
-
-    def forward(self, outputs: dict, targets: list[dict]) -> dict[str, torch.Tensor]:
-        """
-        Args:
-            outputs: ``pred_masks`` ``[T, B, Q, h, w]``, ``pred_logits`` ``[T, B, Q, K + 1]``,
-                optionally ``aux_outputs`` (a list of such dicts).
-            targets: B dicts of :func:`class_trajectory_targets`.
-
-        Returns:
-            The unweighted losses by name.
-        """
-        losses = self.layer_losses(outputs["pred_masks"], outputs["pred_logits"], targets)
-        for i, aux in enumerate(outputs.get("aux_outputs") or []):
-            aux_losses = self.layer_losses(aux["pred_masks"], aux["pred_logits"], targets)
-            losses.update({f"{k}_{i}": v for k, v in aux_losses.items()})
-        return losses
-
-    def weighted(self, losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Every loss times its weight (``weight_dict``)."""
-        return {k: v * self.weight_dict[k] for k, v in losses.items()}
 
     def layer_losses(self, pred_masks, pred_logits, targets) -> dict[str, torch.Tensor]:
         """The four losses of one decoder layer (shapes as in :meth:`forward`)."""
@@ -238,20 +196,13 @@ class SemanticSetCriterion(nn.Module):
         flat_truth = flat_truth.masked_fill(ignored, 0.0)
         return {
             "loss_class": loss_class,
-            "loss_sigmoid_focal": sigmoid_focal_loss(
-                flat_mask, flat_truth, num_masks, self.focal_alpha, self.focal_gamma
-            ),
-            "loss_dice": mask_dice_loss(flat_mask, flat_truth, num_masks),
-            "bce_loss": mask_bce_loss(
-                flat_mask[~ignored], flat_truth[~ignored], double_sigmoid=self.double_sigmoid_bce
+            **self.mask_losses(
+                flat_mask, flat_truth, num_masks, flat_mask[~ignored], flat_truth[~ignored]
             ),
         }
 
     def extra_repr(self) -> str:
-        return (
-            f"num_classes={self.num_classes}, eos_coef={self.eos_coef}, "
-            f"double_sigmoid_bce={self.double_sigmoid_bce}"
-        )
+        return f"num_classes={self.num_classes}, " + super().extra_repr()
 
 
 def semantic_clip_probabilities(

@@ -208,6 +208,8 @@ class CATR(nn.Module):
         """The released loss for one class; its (K + 1)-way generalisation for K > 1."""
         c = cfg.MODEL.CATR
         weights = {
+            "eos_coef": c.EOS_COEF,
+            "class_weight": c.IS_REFERRED_LOSS_COEF,
             "focal_weight": c.FOCAL_LOSS_COEF,
             "dice_weight": c.DICE_LOSS_COEF,
             "bce_weight": c.BCE_LOSS_COEF,
@@ -220,15 +222,10 @@ class CATR(nn.Module):
             return SemanticSetCriterion(
                 ClassTrajectoryMatcher(c.SET_COST_IS_REFERRED, c.SET_COST_DICE),
                 num_classes=c.NUM_CLASSES,
-                eos_coef=c.EOS_COEF,
-                class_weight=c.IS_REFERRED_LOSS_COEF,
                 **weights,
             )
         return ReferredSetCriterion(
-            ReferredQueryMatcher(c.SET_COST_IS_REFERRED, c.SET_COST_DICE),
-            eos_coef=c.EOS_COEF,
-            is_referred_weight=c.IS_REFERRED_LOSS_COEF,
-            **weights,
+            ReferredQueryMatcher(c.SET_COST_IS_REFERRED, c.SET_COST_DICE), **weights
         )
 
     @property
