@@ -198,6 +198,25 @@ def test_clip_outputs_do_not_depend_on_the_batch(tiny_model):
     assert (masks[:, 0] - masks[:, 1]).abs().max() > 1e-3
 
 
+def test_frozen_audio_embeddings_are_computed_once_per_example(tiny_model):
+    """A clip seen again reuses its VGGish embeddings, and the output is the same."""
+    model = tiny_model.eval()
+    model.audio_embeddings.clear()
+    clip = _clip(8, with_target=False)
+    examples = []
+    hook = model.audio_backbone.register_forward_hook(
+        lambda module, args, output: examples.append(args[0].shape[0])
+    )
+    try:
+        with torch.no_grad():
+            first = model([clip])[0]["sem_seg"]
+            second = model([clip])[0]["sem_seg"]
+    finally:
+        hook.remove()
+    assert examples == [clip["log_mel"].shape[0]]  # the second pass did not run the backbone
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+
+
 def test_training_supervises_frame_zero_only(tiny_model):
     model = tiny_model.train()
     clip = _clip(8)

@@ -8,7 +8,7 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from torch import nn
 
-from ..audio_backbone import build_audio_backbone
+from ..audio_backbone import FrozenAudioEmbeddings, build_audio_backbone
 from ..catr import (
     CATRTransformer,
     ClassTrajectoryMatcher,
@@ -23,6 +23,7 @@ from ..catr import (
     semantic_clip_probabilities,
 )
 from ..clip_io import check_clip, stack_log_mel
+from ..precision import outside_autocast
 
 __all__ = ["CATR", "select_referred_masks"]
 
@@ -147,6 +148,7 @@ class CATR(nn.Module):
         self.freeze_audio_backbone = freeze_audio_backbone
         if freeze_audio_backbone:
             self.audio_backbone.requires_grad_(False)
+        self.audio_embeddings = FrozenAudioEmbeddings()
         self.ignore_label = ignore_label
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
@@ -251,8 +253,9 @@ class CATR(nn.Module):
                 )
         frames = self.preprocess_frames(batched_inputs)
         log_mel = stack_log_mel(batched_inputs, self.device)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_audio_backbone):
-            audio = self.audio_backbone(log_mel)  # [B*T, A], (b t) order
+        audio = outside_autocast(  # [B*T, A], (b t) order
+            self.audio_embeddings, self.audio_backbone, log_mel, frozen=self.freeze_audio_backbone
+        )
         outputs = self.predict(frames, audio, with_aux=self.training and self.aux_loss)
         if self.training:
             return self.losses(outputs, batched_inputs)
