@@ -4,7 +4,13 @@ BatchNorm statistics as without it, fewer activations kept, recomputation in the
 import pytest
 import torch
 from detectron2.modeling import build_model
-from helpers import random_clip, tiny_avsegformer_cfg, tiny_combo_cfg, tiny_modat_cfg
+from helpers import (
+    random_clip,
+    tiny_avsegformer_cfg,
+    tiny_catr_cfg,
+    tiny_combo_cfg,
+    tiny_modat_cfg,
+)
 from torch import nn
 
 from avsegformer.modeling.activation_checkpointing import (
@@ -44,12 +50,20 @@ def avsegformer_pvt_cfg():
     return cfg
 
 
+def catr_dropout_cfg():
+    """CATR (trainable BatchNorm in its block gate) with dropout on in every layer."""
+    cfg = tiny_catr_cfg()
+    cfg.MODEL.CATR.DROPOUT = 0.2
+    return cfg
+
+
 MODELS = {
     "avsegformer_resnet": (lambda: tiny_avsegformer_cfg(1), False),
     "avsegformer_pvt_dropout": (avsegformer_pvt_cfg, False),
     "modat": (lambda: tiny_modat_cfg(1), False),
     "combo_pvt": (lambda: tiny_combo_cfg(2), True),
     "combo_resnet": (combo_resnet_cfg, True),
+    "catr_dropout": (catr_dropout_cfg, False),
 }
 
 
@@ -66,8 +80,8 @@ def build(name: str, checkpointing: bool, state=None):
 
 
 def clip_frames(name: str) -> int:
-    """COMBO's temporal loss takes groups of 5 frames."""
-    return 5 if name.startswith("combo") else 2
+    """COMBO's temporal loss takes groups of 5 frames; CATR's clips have 5 frames."""
+    return 5 if name.startswith(("combo", "catr")) else 2
 
 
 def batch(name: str):
@@ -102,7 +116,9 @@ def counting_calls(module: nn.Module) -> list:
     return calls
 
 
-@pytest.mark.parametrize("name", ["avsegformer_pvt_dropout", "modat", "combo_resnet"])
+@pytest.mark.parametrize(
+    "name", ["avsegformer_pvt_dropout", "modat", "combo_resnet", "catr_dropout"]
+)
 def test_checkpointing_keeps_losses_gradients_and_statistics(name):
     plain = build(name, checkpointing=False)
     state = {k: v.clone() for k, v in plain.state_dict().items()}
@@ -130,6 +146,16 @@ def recorded_parts(model):
     backbone_block = next(
         m for n, m in model.backbone.named_modules() if n.endswith(("res3.0", "blocks.0"))
     )
+    if hasattr(model, "transformer"):  # CATR
+        transformer = model.transformer
+        parts = {
+            "backbone block": backbone_block,
+            "spatial encoder layer": transformer.spatial_encoder.layers[0],
+            "temporal encoder layer": transformer.temporal_encoder.layers[0],
+            "decoder layer": transformer.decoder.layers[0],
+            "FPN mask decoder": model.spatial_decoder,
+        }
+        return {name: counting_calls(m) for name, m in parts.items()}
     decoder = getattr(model, "pixel_decoder", None) or model.sem_seg_head.pixel_decoder
     parts = {
         "backbone block": backbone_block,
@@ -142,7 +168,7 @@ def recorded_parts(model):
     return {name: counting_calls(m) for name, m in parts.items()}
 
 
-@pytest.mark.parametrize("name", ["avsegformer_resnet", "combo_pvt"])
+@pytest.mark.parametrize("name", ["avsegformer_resnet", "combo_pvt", "catr_dropout"])
 def test_every_part_recomputes_in_backward_and_not_in_eval(name):
     model = build(name, checkpointing=True)
     calls = recorded_parts(model)

@@ -18,8 +18,9 @@ from helpers import (
     tiny_catr_cfg,
 )
 
+from avsegformer.modeling.catr import select_referred_masks
 from avsegformer.modeling.clip_io import stack_log_mel
-from avsegformer.modeling.meta_arch.catr import CATR, select_referred_masks
+from avsegformer.modeling.meta_arch.catr import CATR
 
 RTOL = 1e-4
 

@@ -9,16 +9,25 @@ import torch
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 from engine_toy import ToyModel, toy_batches
-from helpers import random_clip, tiny_avsegformer_cfg, tiny_combo_cfg, tiny_modat_cfg
+from helpers import (
+    random_clip,
+    tiny_avsegformer_cfg,
+    tiny_catr_cfg,
+    tiny_combo_cfg,
+    tiny_modat_cfg,
+)
 
 from avsegformer.engine import Trainer
 from avsegformer.engine.trainer import AVSTrainLoop
+from avsegformer.modeling.catr import select_referred_masks
+from avsegformer.modeling.clip_io import stack_log_mel
 from avsegformer.modeling.precision import apply_inference_precision, outside_autocast
 
 MODELS = {
     "avsegformer": (lambda: tiny_avsegformer_cfg(1), False),
     "modat": (lambda: tiny_modat_cfg(1), False),
     "combo": (lambda: tiny_combo_cfg(2), True),
+    "catr": (tiny_catr_cfg, False),
 }
 
 
@@ -30,8 +39,8 @@ def build(name: str, *opts):
 
 
 def clip_frames(name: str) -> int:
-    """COMBO's temporal loss takes groups of 5 frames."""
-    return 5 if name.startswith("combo") else 2
+    """COMBO's temporal loss takes groups of 5 frames; CATR's clips have 5 frames."""
+    return 5 if name.startswith(("combo", "catr")) else 2
 
 
 def batch(name: str, *, train: bool = True):
@@ -119,6 +128,41 @@ def test_bfloat16_inference_is_close_to_float32(name):
         probs = out["sem_seg"]
         assert probs.dtype == torch.float32 and probs.shape == ref["sem_seg"].shape
         assert (probs - ref["sem_seg"]).abs().max() < 0.05
+
+
+def test_catr_selects_queries_on_float32_logits_in_bfloat16():
+    model = build("catr").eval()
+    # At random init every query attends almost uniformly and all scores lie within 1e-3;
+    # sharper cross-attention (as trained) sets the queries apart.
+    with torch.no_grad():
+        for layer in model.transformer.decoder.layers:
+            layer.multihead_attn.in_proj_weight[: model.transformer.d_model] *= 8
+    clips = batch("catr", train=False)
+    converted = apply_inference_precision(copy.deepcopy(model), "bf16")
+    # The class head stays float32: the argmax over its logits picks each frame's query.
+    assert all(p.dtype == torch.float32 for p in converted.is_referred_head.parameters())
+    assert converted.transformer.decoder.norm.weight.dtype == torch.bfloat16
+
+    def network(m):
+        frames = m.preprocess_frames(clips)
+        audio = m.audio_backbone(stack_log_mel(clips, m.device))
+        with torch.no_grad():
+            return m.predict(frames, audio, with_aux=False)
+
+    expected, outputs = network(model), network(converted)
+    assert outputs["pred_is_referred"].dtype == torch.float32
+    assert outputs["pred_masks"].dtype == torch.bfloat16
+    _, query, scores = select_referred_masks(expected["pred_masks"], expected["pred_is_referred"])
+    _, query_bf16, scores_bf16 = select_referred_masks(
+        outputs["pred_masks"], outputs["pred_is_referred"]
+    )
+    assert (scores_bf16 - scores).abs().max() < 0.01
+    # Every frame whose best and second-best scores are apart by more than the bfloat16
+    # deviation keeps its query.
+    top2 = scores.topk(2, dim=-1).values
+    clear = (top2[..., 0] - top2[..., 1]) > 2 * (scores_bf16 - scores).abs().max()
+    assert clear.any()
+    assert torch.equal(query_bf16[clear], query[clear])
 
 
 def test_outside_autocast_runs_in_float32():

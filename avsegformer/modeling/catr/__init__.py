@@ -6,11 +6,18 @@ inference (:mod:`.semantic`).
 The meta-architecture is :class:`avsegformer.modeling.meta_arch.catr.CATR`."""
 
 from .block_gate import BlockGate
-from .criterion import ReferredSetCriterion, mask_bce_loss, mask_dice_loss, sigmoid_focal_loss
+from .criterion import (
+    SUPERVISED_FRAME_MODES,
+    ReferredSetCriterion,
+    mask_bce_loss,
+    mask_dice_loss,
+    sigmoid_focal_loss,
+    supervised_times,
+)
 from .decoder import QueryDecoder, QueryDecoderLayer
 from .fpn_decoder import FPNSpatialDecoder
 from .fusion import MultiplicativeCrossAttention
-from .heads import KernelMLP, dynamic_masks
+from .heads import KernelMLP, dynamic_masks, select_referred_masks
 from .input_projection import DilatedConvSum
 from .matcher import ReferredQueryMatcher
 from .semantic import (
@@ -24,6 +31,7 @@ from .temporal_encoder import TemporalEncoder, TemporalEncoderLayer
 from .transformer import AudioProjection, CATRTransformer
 
 __all__ = [
+    "SUPERVISED_FRAME_MODES",
     "AudioProjection",
     "BlockGate",
     "CATRTransformer",
@@ -45,6 +53,8 @@ __all__ = [
     "dynamic_masks",
     "mask_bce_loss",
     "mask_dice_loss",
+    "select_referred_masks",
     "semantic_clip_probabilities",
     "sigmoid_focal_loss",
+    "supervised_times",
 ]

@@ -7,11 +7,17 @@ from torch import nn
 
 __all__ = [
     "CATRLayerwiseCriterion",
+    "SUPERVISED_FRAME_MODES",
     "ReferredSetCriterion",
     "mask_bce_loss",
     "mask_dice_loss",
     "sigmoid_focal_loss",
+    "supervised_times",
 ]
+
+#: Values of ``MODEL.CATR.SUPERVISED_FRAMES``: "first" = frame 0 of every clip (the released S4
+#: training), "annotated" = every frame annotated in all clips of the batch.
+SUPERVISED_FRAME_MODES = ("first", "annotated")
 
 
 def sigmoid_focal_loss(logits, targets, num_masks: float, alpha: float = 0.25, gamma: float = 2):
@@ -170,3 +176,23 @@ class ReferredSetCriterion(CATRLayerwiseCriterion):
         )
         losses["loss_is_referred"] = loss_is_referred
         return losses
+
+
+def supervised_times(labels: torch.Tensor, mode: str, ignore_label: int) -> torch.Tensor:
+    """``[T']`` int64 frame indices the loss sees under ``mode`` (see
+    :data:`SUPERVISED_FRAME_MODES`); ``labels``: ``[T, B, H, W]``, ``ignore_label`` where not
+    annotated."""
+    annotated = (labels != ignore_label).flatten(2).any(-1)  # [T, B]
+    if mode == "first":
+        if not bool(annotated[0].all()):
+            raise ValueError(
+                "MODEL.CATR.SUPERVISED_FRAMES='first': frame 0 of every training clip must "
+                "be annotated"
+            )
+        return torch.zeros(1, dtype=torch.long, device=labels.device)
+    if not bool((annotated == annotated[:, :1]).all()) or not bool(annotated.any()):
+        raise ValueError(
+            "MODEL.CATR.SUPERVISED_FRAMES='annotated': the clips of a batch must have "
+            "annotations on the same frames (and at least one)"
+        )
+    return annotated[:, 0].nonzero().squeeze(1)

@@ -3,6 +3,7 @@
 import torch
 from torch import nn
 
+from ..activation_checkpointing import checkpointed
 from .spatial_encoder import activation_function
 
 __all__ = ["QueryDecoder", "QueryDecoderLayer"]
@@ -66,19 +67,38 @@ class QueryDecoder(nn.Module):
     """A stack of :class:`QueryDecoderLayer` with one final LayerNorm applied to every
     layer's output.
 
+    With ``checkpoint_activations`` every layer keeps only its inputs for the backward pass in
+    training.
+
     Returns ``[L, Q, N, C]``: the normalised output of each of the L layers.
     """
 
-    def __init__(self, num_layers: int, d_model: int, **layer_kwargs):
+    def __init__(
+        self,
+        num_layers: int,
+        d_model: int,
+        *,
+        checkpoint_activations: bool = False,
+        **layer_kwargs,
+    ):
         super().__init__()
         self.layers = nn.ModuleList(
             QueryDecoderLayer(d_model, **layer_kwargs) for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(d_model)
+        self.checkpoint_activations = checkpoint_activations
 
     def forward(self, tgt, memory, memory_key_padding_mask=None, pos=None, query_pos=None):
         outputs = []
         for layer in self.layers:
-            tgt = layer(tgt, memory, memory_key_padding_mask, pos, query_pos)
+            tgt = checkpointed(
+                layer,
+                tgt,
+                memory,
+                memory_key_padding_mask,
+                pos,
+                query_pos,
+                enabled=self.checkpoint_activations,
+            )
             outputs.append(self.norm(tgt))
         return torch.stack(outputs)

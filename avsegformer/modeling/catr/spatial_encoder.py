@@ -4,6 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..activation_checkpointing import checkpointed
+
 __all__ = ["EncoderLayer", "SpatialEncoder", "activation_function"]
 
 
@@ -71,14 +73,20 @@ class SpatialEncoder(nn.Module):
     """A stack of :class:`EncoderLayer` over each frame's video tokens and its clip's audio
     tokens (no final norm).
 
+    With ``checkpoint_activations`` every layer keeps only its inputs for the backward pass in
+    training (its attention weights over all tokens of a frame are recomputed).
+
     Shapes: ``[h*w + T_a, N, C] -> [h*w + T_a, N, C]`` for N frames.
     """
 
-    def __init__(self, num_layers: int, **layer_kwargs):
+    def __init__(self, num_layers: int, *, checkpoint_activations: bool = False, **layer_kwargs):
         super().__init__()
         self.layers = nn.ModuleList(EncoderLayer(**layer_kwargs) for _ in range(num_layers))
+        self.checkpoint_activations = checkpoint_activations
 
     def forward(self, src, key_padding_mask=None, pos=None):
         for layer in self.layers:
-            src = layer(src, key_padding_mask, pos)
+            src = checkpointed(
+                layer, src, key_padding_mask, pos, enabled=self.checkpoint_activations
+            )
         return src

@@ -1,9 +1,12 @@
 """CATR's temporal encoder: self-attention per frame, then video <-> audio multiplicative
 cross-attention over whole clips, then the block gate."""
 
+import functools
+
 import torch
 from torch import nn
 
+from ..activation_checkpointing import checkpointed
 from .block_gate import BlockGate
 from .fusion import MultiplicativeCrossAttention
 from .spatial_encoder import EncoderLayer
@@ -92,11 +95,23 @@ class TemporalEncoder(BlockGate):
     The gate's convolutions are attributes of this module (``attention_feature``,
     ``output1``, ``output2``), beside ``layers``, as in the released checkpoints.
 
+    With ``checkpoint_activations`` every layer keeps only its inputs for the backward pass in
+    training.
+
     Shapes: encoder input ``[h*w + T_a, T*B, C]`` -> video memory ``[T*B, C, h, w]``.
     """
 
-    def __init__(self, num_layers: int, d_model: int, nheads: int, **layer_kwargs):
+    def __init__(
+        self,
+        num_layers: int,
+        d_model: int,
+        nheads: int,
+        *,
+        checkpoint_activations: bool = False,
+        **layer_kwargs,
+    ):
         super().__init__(d_model)
+        self.checkpoint_activations = checkpoint_activations
         if num_layers != self.num_inputs:
             raise ValueError(
                 f"the CATR block gate combines exactly {self.num_inputs} temporal encoder layers, "
@@ -112,7 +127,14 @@ class TemporalEncoder(BlockGate):
         :meth:`TemporalEncoderLayer.forward`)."""
         outputs = []
         for layer in self.layers:
-            video_tokens, src = layer(src, key_padding_mask, pos, **kwargs)
+            video_tokens, src = checkpointed(
+                functools.partial(layer, **kwargs),
+                src,
+                key_padding_mask,
+                pos,
+                enabled=self.checkpoint_activations,
+                module=layer,
+            )
             outputs.append(video_tokens)
         return outputs
 

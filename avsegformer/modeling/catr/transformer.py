@@ -48,7 +48,17 @@ class CATRTransformer(nn.Module):
         dropout: float = 0.1,
         activation: str = "relu",
         audio_dim: int = 128,
+        checkpoint_activations: bool = False,
     ):
+        """
+        Args:
+            d_model, nheads, dim_feedforward, dropout, activation: every layer's sizes.
+            num_encoder_layers: of the spatial and of the temporal encoder (3: the block gate).
+            num_decoder_layers: L.
+            audio_dim: A, the audio embeddings' width.
+            checkpoint_activations: in training, every encoder and decoder layer keeps only
+                its inputs for the backward pass and recomputes the rest there.
+        """
         super().__init__()
         layer = {
             "nheads": nheads,
@@ -56,9 +66,10 @@ class CATRTransformer(nn.Module):
             "dropout": dropout,
             "activation": activation,
         }
-        self.spatial_encoder = SpatialEncoder(num_encoder_layers, d_model=d_model, **layer)
-        self.temporal_encoder = TemporalEncoder(num_encoder_layers, d_model, **layer)
-        self.decoder = QueryDecoder(num_decoder_layers, d_model, **layer)
+        ckpt = {"checkpoint_activations": checkpoint_activations}
+        self.spatial_encoder = SpatialEncoder(num_encoder_layers, d_model=d_model, **ckpt, **layer)
+        self.temporal_encoder = TemporalEncoder(num_encoder_layers, d_model, **ckpt, **layer)
+        self.decoder = QueryDecoder(num_decoder_layers, d_model, **ckpt, **layer)
         # The released initialisation: xavier on every matrix and kernel, the gate included,
         # before the audio projection exists (it keeps PyTorch's defaults).
         for p in self.parameters():

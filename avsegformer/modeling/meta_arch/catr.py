@@ -5,11 +5,13 @@ from typing import Dict, List
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
-from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone
 from torch import nn
 
+from ..activation_checkpointing import build_visual_backbone, checkpointed
 from ..audio_backbone import FrozenAudioEmbeddings, build_audio_backbone
 from ..catr import (
+    SUPERVISED_FRAME_MODES,
     CATRTransformer,
     ClassTrajectoryMatcher,
     DilatedConvSum,
@@ -20,31 +22,14 @@ from ..catr import (
     SemanticSetCriterion,
     class_trajectory_targets,
     dynamic_masks,
+    select_referred_masks,
     semantic_clip_probabilities,
+    supervised_times,
 )
 from ..clip_io import check_clip, stack_log_mel
 from ..precision import outside_autocast
 
-__all__ = ["CATR", "select_referred_masks"]
-
-SUPERVISED_FRAME_MODES = ("first", "annotated")
-
-
-def select_referred_masks(pred_masks: torch.Tensor, pred_is_referred: torch.Tensor):
-    """Per frame, the mask of the query most likely to be the sounding object.
-
-    Args:
-        pred_masks: ``[T, B, Q, h, w]`` logits.
-        pred_is_referred: ``[T, B, Q, 2]`` logits (class 0 = referred).
-
-    Returns:
-        ``(masks [T, B, h, w], query [T, B], scores [T, B, Q])``: the selected mask logits, the
-        selected query (the first one on ties) and the softmax "referred" probabilities.
-    """
-    scores = pred_is_referred.float().softmax(-1)[..., 0]
-    query = scores.argmax(-1)
-    index = query[..., None, None, None].expand(-1, -1, 1, *pred_masks.shape[-2:])
-    return pred_masks.gather(2, index).squeeze(2), query, scores
+__all__ = ["CATR"]
 
 
 @META_ARCH_REGISTRY.register()
@@ -73,8 +58,10 @@ class CATR(nn.Module):
 
     #: Parameter-name prefixes of the visual backbone (learning-rate multiplier).
     visual_backbone_prefixes = ("backbone.",)
-    #: Sub-modules that stay float32 in low-precision inference.
-    float32_modules = ("audio_backbone",)
+    #: Sub-modules that stay float32 in low-precision inference: the audio backbone, and the
+    #: class head, whose per-frame argmax picks the query (bfloat16 logits would tie or flip
+    #: close scores).
+    float32_modules = ("audio_backbone", "is_referred_head")
 
     @configurable
     def __init__(
@@ -100,6 +87,7 @@ class CATR(nn.Module):
         pixel_std: List[float],
         ignore_label: int = 255,
         num_classes: int = 1,
+        checkpoint_mask_head: bool = False,
     ):
         """
         Args:
@@ -120,6 +108,8 @@ class CATR(nn.Module):
             num_classes: K. 1 = the released sounding-object head ("referred" or not);
                 more = a (K + 1)-way class head with semantic training and inference
                 (:mod:`avsegformer.modeling.catr.semantic`, not from the released code).
+            checkpoint_mask_head: in training, the FPN mask decoder keeps only its inputs for
+                the backward pass and recomputes the rest there.
         """
         super().__init__()
         if supervised_frames not in SUPERVISED_FRAME_MODES:
@@ -148,7 +138,9 @@ class CATR(nn.Module):
         self.freeze_audio_backbone = freeze_audio_backbone
         if freeze_audio_backbone:
             self.audio_backbone.requires_grad_(False)
+        # A frozen audio backbone's embeddings are computed once per log-mel example.
         self.audio_embeddings = FrozenAudioEmbeddings()
+        self.checkpoint_mask_head = checkpoint_mask_head
         self.ignore_label = ignore_label
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
@@ -160,7 +152,7 @@ class CATR(nn.Module):
             raise ValueError(
                 "MODEL.CATR.NORMALIZE_BEFORE=True: CATR's temporal encoder is post-norm only"
             )
-        backbone = build_backbone(cfg)
+        backbone = build_visual_backbone(cfg)
         shapes = backbone.output_shape()
         names = sorted(shapes, key=lambda name: shapes[name].stride)
         if len(names) < 3:
@@ -179,6 +171,7 @@ class CATR(nn.Module):
             dropout=c.DROPOUT,
             activation=c.ACTIVATION,
             audio_dim=cfg.MODEL.AUDIO.OUT_DIM,
+            checkpoint_activations=cfg.MODEL.ACTIVATION_CHECKPOINTING.TRANSFORMER_DECODER,
         )
         return {
             "backbone": backbone,
@@ -203,6 +196,7 @@ class CATR(nn.Module):
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "ignore_label": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
             "num_classes": c.NUM_CLASSES,
+            "checkpoint_mask_head": cfg.MODEL.ACTIVATION_CHECKPOINTING.MASK_HEAD,
         }
 
     @classmethod
@@ -253,9 +247,9 @@ class CATR(nn.Module):
                 )
         frames = self.preprocess_frames(batched_inputs)
         log_mel = stack_log_mel(batched_inputs, self.device)
-        audio = outside_autocast(  # [B*T, A], (b t) order
+        audio = outside_autocast(
             self.audio_embeddings, self.audio_backbone, log_mel, frozen=self.freeze_audio_backbone
-        )
+        )  # [B*T, A], (b t) order
         outputs = self.predict(frames, audio, with_aux=self.training and self.aux_loss)
         if self.training:
             return self.losses(outputs, batched_inputs)
@@ -321,11 +315,18 @@ class CATR(nn.Module):
         b = n // t
         vid_embeds = self.vid_embed_proj(stride8).view(t, b, c, h, w)
         hs, vid_memory = self.transformer(vid_embeds, None, audio, None, self.obj_queries.weight)
-        mask_features = self.spatial_decoder(vid_memory, [stride32, stride16])
+        mask_features = checkpointed(
+            self.spatial_decoder,
+            vid_memory,
+            [stride32, stride16],
+            enabled=self.checkpoint_mask_head,
+        )
         mask_features = mask_features.view(t, b, *mask_features.shape[1:])
         layers = hs if with_aux else hs[-1:]
         masks = dynamic_masks(self.instance_kernels_head(layers), mask_features)
-        is_referred = self.is_referred_head(layers)
+        # float32, also under autocast or in a bfloat16 model: the argmax over these selects
+        # each frame's query.
+        is_referred = outside_autocast(self.is_referred_head, layers)
         key = self.logits_key
         outputs = {"pred_masks": masks[-1], key: is_referred[-1]}
         if with_aux:
@@ -355,24 +356,11 @@ class CATR(nn.Module):
         selected = frames(outputs)
         if "aux_outputs" in outputs:
             selected["aux_outputs"] = [frames(aux) for aux in outputs["aux_outputs"]]
-        return self.criterion.weighted(self.criterion(selected, targets))
+        return self.criterion.weighted(outside_autocast(self.criterion, selected, targets))
 
     def supervised_times(self, labels: torch.Tensor) -> torch.Tensor:
         """``[T']`` int64 frame indices the loss sees; ``labels``: ``[T, B, H, W]``."""
-        annotated = (labels != self.ignore_label).flatten(2).any(-1)  # [T, B]
-        if self.supervised_frames == "first":
-            if not bool(annotated[0].all()):
-                raise ValueError(
-                    "MODEL.CATR.SUPERVISED_FRAMES='first': frame 0 of every training clip must "
-                    "be annotated"
-                )
-            return torch.zeros(1, dtype=torch.long, device=labels.device)
-        if not bool((annotated == annotated[:, :1]).all()) or not bool(annotated.any()):
-            raise ValueError(
-                "MODEL.CATR.SUPERVISED_FRAMES='annotated': the clips of a batch must have "
-                "annotations on the same frames (and at least one)"
-            )
-        return annotated[:, 0].nonzero().squeeze(1)
+        return supervised_times(labels, self.supervised_frames, self.ignore_label)
 
     def semantic_losses(self, outputs: dict, labels: torch.Tensor) -> dict:
         """Weighted :class:`SemanticSetCriterion` losses (K > 1 classes): one target per class
@@ -384,7 +372,7 @@ class CATR(nn.Module):
         if not bool(supervised.any(0).all()):
             raise ValueError("every training clip needs an annotated frame the loss can see")
         targets = class_trajectory_targets(labels, supervised, self.ignore_label)
-        return self.criterion.weighted(self.criterion(outputs, targets))
+        return self.criterion.weighted(outside_autocast(self.criterion, outputs, targets))
 
     def clip_probabilities(self, outputs: dict, batched_inputs: List[Dict]) -> List[Dict]:
         """Per frame the selected query's mask, resized to the clip's output size, sigmoid;
