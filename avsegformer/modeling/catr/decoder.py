@@ -4,12 +4,12 @@ import torch
 from torch import nn
 
 from ..activation_checkpointing import checkpointed
-from .spatial_encoder import activation_function
+from .post_norm_layer import PostNormLayer
 
 __all__ = ["QueryDecoder", "QueryDecoderLayer"]
 
 
-class QueryDecoderLayer(nn.Module):
+class QueryDecoderLayer(PostNormLayer):
     """Post-norm decoder layer (DETR's ``forward_post``): self-attention of the queries (with
     ``query_pos`` on queries and keys), cross-attention to the memory (``query_pos`` on the
     queries, ``pos`` on the keys), FFN; residual + LayerNorm after each. Sequences are
@@ -23,19 +23,9 @@ class QueryDecoderLayer(nn.Module):
         dropout: float = 0.1,
         activation: str = "relu",
     ):
-        super().__init__()
-        self.self_attn = nn.MultiheadAttention(d_model, nheads, dropout=dropout)
-        self.multihead_attn = nn.MultiheadAttention(d_model, nheads, dropout=dropout)
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.dropout = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
-        self.norm1 = nn.LayerNorm(d_model)
-        self.norm2 = nn.LayerNorm(d_model)
-        self.norm3 = nn.LayerNorm(d_model)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
-        self.dropout3 = nn.Dropout(dropout)
-        self.activation = activation_function(activation)
+        super().__init__(
+            d_model, nheads, dim_feedforward, dropout, activation, cross_attention=True
+        )
 
     def forward(self, tgt, memory, memory_key_padding_mask=None, pos=None, query_pos=None):
         """
@@ -48,9 +38,7 @@ class QueryDecoderLayer(nn.Module):
         Returns:
             ``[Q, N, C]``.
         """
-        qk = tgt + query_pos
-        attended = self.self_attn(qk, qk, tgt, need_weights=False)[0]
-        tgt = self.norm1(tgt + self.dropout1(attended))
+        tgt = self.self_attention_block(tgt, query_pos)
         attended = self.multihead_attn(
             tgt + query_pos,
             memory + pos,
@@ -59,8 +47,7 @@ class QueryDecoderLayer(nn.Module):
             need_weights=False,
         )[0]
         tgt = self.norm2(tgt + self.dropout2(attended))
-        ffn = self.linear2(self.dropout(self.activation(self.linear1(tgt))))
-        return self.norm3(tgt + self.dropout3(ffn))
+        return self.feed_forward_block(tgt, self.norm3, self.dropout3)
 
 
 class QueryDecoder(nn.Module):

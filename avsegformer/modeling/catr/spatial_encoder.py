@@ -1,49 +1,22 @@
 """CATR's spatial encoder: DETR post-norm self-attention layers over each frame's tokens."""
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..activation_checkpointing import checkpointed
+from .post_norm_layer import PostNormLayer
 
-__all__ = ["EncoderLayer", "SpatialEncoder", "activation_function"]
-
-
-def activation_function(name: str):
-    """The FFN activation by name ("relu", "gelu", "glu")."""
-    functions = {"relu": F.relu, "gelu": F.gelu, "glu": F.glu}
-    if name not in functions:
-        raise ValueError(f"activation must be one of {sorted(functions)}, got {name!r}")
-    return functions[name]
+__all__ = ["EncoderLayer", "SpatialEncoder"]
 
 
-class EncoderLayer(nn.Module):
+class EncoderLayer(PostNormLayer):
     """Post-norm transformer encoder layer (DETR's ``forward_post``).
 
     ``x = norm1(x + drop(MHA(q = k = x + pos, v = x)))``,
     ``x = norm2(x + drop(linear2(drop(act(linear1(x))))))``.
 
-    Sequences are ``[S, N, C]``.
+    Sequences are ``[S, N, C]``; constructor arguments: those of :class:`PostNormLayer`.
     """
-
-    def __init__(
-        self,
-        d_model: int,
-        nheads: int,
-        dim_feedforward: int,
-        dropout: float = 0.1,
-        activation: str = "relu",
-    ):
-        super().__init__()
-        self.self_attn = nn.MultiheadAttention(d_model, nheads, dropout=dropout)
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.dropout = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
-        self.norm1 = nn.LayerNorm(d_model)
-        self.norm2 = nn.LayerNorm(d_model)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
-        self.activation = activation_function(activation)
 
     def forward(
         self,
@@ -60,13 +33,8 @@ class EncoderLayer(nn.Module):
         Returns:
             ``[S, N, C]``.
         """
-        qk = src if pos is None else src + pos
-        attended = self.self_attn(
-            qk, qk, src, key_padding_mask=key_padding_mask, need_weights=False
-        )[0]
-        src = self.norm1(src + self.dropout1(attended))
-        ffn = self.linear2(self.dropout(self.activation(self.linear1(src))))
-        return self.norm2(src + self.dropout2(ffn))
+        src = self.self_attention_block(src, pos, key_padding_mask)
+        return self.feed_forward_block(src, self.norm2, self.dropout2)
 
 
 class SpatialEncoder(nn.Module):
