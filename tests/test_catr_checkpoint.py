@@ -209,3 +209,17 @@ def test_convert_checkpoint_tool_accepts_catr(entries, tmp_path):
     with pytest.raises(SystemExit, match=r"S4_best.pth.*spatial_decoder\.extra\.weight"):
         convert_checkpoint_main([str(source), str(tmp_path / "bad.pth")])
     assert not (tmp_path / "bad.pth").exists()
+
+
+def test_keeping_unused_entries_is_refused_for_families_without_such_a_model():
+    state_dict = synthesize_state_dict(read_key_list("AVSegFormer_res50_s4.keys.txt"))
+    with pytest.raises(ValueError, match="AVSegFormer checkpoint's unused entries cannot be kept"):
+        convert_checkpoint(state_dict, "res50.pth", keep_unused=True)
+
+
+def test_convert_tool_keeps_unused_entries(tmp_path):
+    source, destination = tmp_path / "S4_best.pth", tmp_path / "strict.pth"
+    torch.save(synthesize_state_dict(read_key_list(KEY_LIST)), source)
+    convert_checkpoint_main(["--keep-unused", str(source), str(destination)])
+    saved = torch.load(destination, map_location="cpu", weights_only=True)
+    assert saved["unused_entries_kept"] and "path1.resConfUnit1.conv1.weight" in saved["model"]

@@ -4,13 +4,16 @@ dilated-conv projections. Tolerances: the fixtures README (10 x the float64 devi
 
 import pytest
 import torch
+from detectron2.layers import FrozenBatchNorm2d
 from helpers import catr_live_state_dict, load_fixture
 
 from avsegformer.modeling.catr import (
+    BlockGate,
     CATRTransformer,
     DilatedConvSum,
     FPNSpatialDecoder,
     MultiplicativeCrossAttention,
+    TemporalEncoderLayer,
 )
 from avsegformer.modeling.catr.temporal_encoder import clips_to_frames, frames_to_clips
 
@@ -209,3 +212,126 @@ def test_dilated_conv_projection_initialisation():
     weights = torch.cat([conv.weight.flatten() for conv in module.conv2d_list])
     assert abs(weights.std().item() - 0.01) < 5e-4
     assert [conv.dilation for conv in module.conv2d_list] == [(d, d) for d in (3, 6, 12, 18)]
+
+
+# Named deviations from the released code (MODEL.CATR.TEMPORAL_OWN_FRAME_AUDIO,
+# GATE_G2_FROM_LAYERS, GATE_NORM): each changes what it names and nothing else; off, the
+# released numbers above hold.
+
+
+def _flagged_transformer(fx, **flags) -> CATRTransformer:
+    """The fixture's transformer (released weights) with ``flags``."""
+    reference = _transformer(fx)
+    c = fx["config"]
+    model = CATRTransformer(
+        d_model=c["d_model"],
+        nheads=c["nheads"],
+        num_encoder_layers=c["num_encoder_layers"],
+        num_decoder_layers=c["num_decoder_layers"],
+        dim_feedforward=c["dim_feedforward"],
+        dropout=c["dropout"],
+        **flags,
+    )
+    missing, unexpected = model.load_state_dict(reference.state_dict(), strict=False)
+    return model.eval(), missing, unexpected
+
+
+def _outputs(model, fx):
+    with torch.no_grad():
+        return model(*_inputs(fx))
+
+
+def _layer_inputs(seed: int, t=3, b=2, hw=4, audio=2, c=16):
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randn(hw + audio, t * b, c, generator=g)
+    pos = torch.cat((torch.randn(hw, t * b, c, generator=g), torch.zeros(audio, t * b, c)))
+    kwargs = {
+        "num_frames": t,
+        "num_video_tokens": hw,
+        "clip_video_pos": frames_to_clips(pos[:hw], t),
+        "clip_video_pad": None,
+        "audio_pad": None,
+    }
+    return src, pos, kwargs
+
+
+def test_own_frame_audio_changes_the_temporal_layers_only_for_later_frames():
+    torch.manual_seed(0)
+    released = TemporalEncoderLayer(16, 4, dim_feedforward=8, dropout=0.0).eval()
+    own = TemporalEncoderLayer(16, 4, dim_feedforward=8, dropout=0.0, own_frame_audio=True)
+    own.load_state_dict(released.state_dict())
+    src, pos, kwargs = _layer_inputs(1)
+    with torch.no_grad():
+        video, memory = released(src, None, pos, **kwargs)
+        video_own, memory_own = own.eval()(src, None, pos, **kwargs)
+    b = 2
+    # Frame 0 of every clip (the first B columns in (t b) order) attends to its own audio in
+    # both; the other frames now to theirs instead of frame 0's.
+    torch.testing.assert_close(video_own[:, :b], video[:, :b])
+    assert (video_own[:, b:] - video[:, b:]).abs().amax() > 1e-3
+    # The next layer's audio tokens: one copy per clip before, one per frame now.
+    audio, audio_own = memory[4:], memory_own[4:]
+    torch.testing.assert_close(audio[:, :b], audio[:, b : 2 * b])
+    assert (audio_own[:, :b] - audio_own[:, b : 2 * b]).abs().amax() > 1e-3
+
+
+def test_own_frame_audio_changes_the_video_memory_not_the_decoder(transformer_fixture):
+    fx = transformer_fixture
+    model, missing, unexpected = _flagged_transformer(fx, own_frame_audio=True)
+    assert not missing and not unexpected
+    hs, vid_memory = _outputs(model, fx)
+    torch.testing.assert_close(hs, fx["outputs"]["hs"], atol=2e-5, rtol=1e-4)
+    assert (vid_memory - fx["outputs"]["vid_memory"]).abs().amax() > 1e-3
+
+
+def test_g2_from_layers_uses_the_discarded_convolution(transformer_fixture):
+    fx = transformer_fixture
+    model, missing, unexpected = _flagged_transformer(fx, g2_from_layers=True)
+    assert not missing and not unexpected
+    hs, vid_memory = _outputs(model, fx)
+    torch.testing.assert_close(hs, fx["outputs"]["hs"], atol=2e-5, rtol=1e-4)
+    gate = model.temporal_encoder
+    inter = fx["intermediates"]
+    n, c, h, w = vid_memory.shape
+    e1, t1, t2 = (s.permute(1, 2, 0).reshape(n, c, h, w) for s in inter["temporal_layer_src"])
+    with torch.no_grad():
+        g2 = torch.sigmoid(gate.attention_feature(torch.cat((t1, t2), 1))).mean((2, 3))[:, :1]
+        expected = gate.output2(inter["D1"] + g2[..., None, None] * t2)
+    torch.testing.assert_close(vid_memory, expected, atol=4e-5, rtol=1e-4)
+    assert (vid_memory - fx["outputs"]["vid_memory"]).abs().amax() > 1e-3
+
+
+def _gate_maps(seed: int, frames: int):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(frames, 32, 5, 5, generator=g) for _ in range(3)]
+
+
+@pytest.mark.parametrize(
+    ("norm", "batch_dependent"), [("BN", True), ("FrozenBN", False), ("GN", False)]
+)
+def test_gate_norm_decides_whether_a_frame_depends_on_its_batch(norm, batch_dependent):
+    torch.manual_seed(0)
+    gate = BlockGate(32, norm=norm).train()  # GN: 32 groups
+    maps = _gate_maps(2, 4)
+    with torch.no_grad():
+        together = gate(maps)
+        alone = gate([m[:1] for m in maps])
+    assert ((together[:1] - alone).abs().amax() > 1e-3) == batch_dependent
+    expected_type = {"BN": torch.nn.BatchNorm2d, "FrozenBN": FrozenBatchNorm2d}
+    expected_type["GN"] = torch.nn.GroupNorm
+    assert isinstance(gate.output1[1], expected_type[norm])
+
+
+def test_frozen_gate_norm_equals_released_evaluation(transformer_fixture):
+    # FrozenBN keeps the released running statistics and affine: evaluation is unchanged.
+    fx = transformer_fixture
+    model, missing, unexpected = _flagged_transformer(fx, gate_norm="FrozenBN")
+    assert not missing and all(k.endswith("num_batches_tracked") for k in unexpected)
+    hs, vid_memory = _outputs(model, fx)
+    torch.testing.assert_close(hs, fx["outputs"]["hs"], atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(vid_memory, fx["outputs"]["vid_memory"], atol=4e-5, rtol=1e-4)
+
+
+def test_unknown_gate_norm_is_a_clear_error():
+    with pytest.raises(ValueError, match="MODEL.CATR.GATE_NORM must be one of"):
+        BlockGate(16, norm="LN")

@@ -13,11 +13,13 @@ from helpers import (
     is_dead_catr_key,
     load_config,
     load_fixture,
+    random_clip,
     read_key_list,
     synthesize_state_dict,
     tiny_catr_cfg,
 )
 
+from avsegformer.checkpoint import convert_catr_checkpoint
 from avsegformer.modeling.catr import select_referred_masks
 from avsegformer.modeling.clip_io import stack_log_mel
 from avsegformer.modeling.meta_arch.catr import CATR
@@ -30,12 +32,14 @@ def tiny_fixture():
     return load_fixture("catr/fixtures/model_tiny.pt")
 
 
-def _fixture_model(fx):
+def _fixture_model(fx, strict_compat: bool = False):
     """Our CATR with the fixture's configuration and weights, fed the stored backbone features
-    (the fixture's model replaces its PVT by them)."""
+    (the fixture's model replaces its PVT by them); ``strict_compat``: built with
+    MODEL.CATR.STRICT_COMPAT and loaded with every fixture entry, the unused ones included."""
     y = fx["config"]["yaml"]
     cfg = tiny_catr_cfg(num_frames=fx["config"]["T"])
     c = cfg.MODEL.CATR
+    c.STRICT_COMPAT = strict_compat
     c.D_MODEL = y["d_model"]
     c.NHEADS = y["nheads"]
     c.NUM_ENCODER_LAYERS = y["num_encoder_layers"]
@@ -47,11 +51,10 @@ def _fixture_model(fx):
     cfg.MODEL.PVT.EMBED_DIMS = [64, 128, 320, 512]  # the channels of the stored features
     kwargs = CATR.from_config(cfg)
     kwargs["backbone"] = FeaturesBackbone([64, 128, 320, 512], [4, 8, 16, 32])
-    kwargs["in_features"] = ["res3", "res4", "res5"]
+    kwargs["in_features"] = ["res2", "res3", "res4", "res5"][0 if strict_compat else 1 :]
     model = CATR(**kwargs)
-    missing, unexpected = model.load_state_dict(
-        catr_live_state_dict(fx["state_dict"]), strict=False
-    )
+    state_dict = fx["state_dict"] if strict_compat else catr_live_state_dict(fx["state_dict"])
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
     assert not unexpected
     assert all(k.startswith("audio_backbone.") for k in missing), missing
     return model.eval()
@@ -65,9 +68,10 @@ def _run(model, case, with_aux=True):
         )
 
 
-def test_model_after_backbone_matches_released_test_pipeline(tiny_fixture):
+@pytest.mark.parametrize("strict_compat", [False, True])
+def test_model_after_backbone_matches_released_test_pipeline(tiny_fixture, strict_compat):
     fx = tiny_fixture
-    model = _fixture_model(fx)
+    model = _fixture_model(fx, strict_compat)
     case = fx["cases"]["b1_test_pipeline"]
     expected = case["outputs"]
     out = _run(model, case)
@@ -334,3 +338,79 @@ def test_converted_original_checkpoint_fills_every_non_audio_entry():
     assert {k: tuple(v.shape) for k, v in converted.items()} == {
         k: s for k, s in ours.items() if not k.startswith("audio_backbone.")
     }
+
+
+# MODEL.CATR.STRICT_COMPAT: the released modules no output depends on are built, and what the
+# release computes for nothing is computed; no output changes.
+
+
+def _strict(cfg):
+    cfg.MODEL.CATR.STRICT_COMPAT = True
+    return cfg
+
+
+def _released_keys_in_our_names(entries):
+    return {
+        "backbone." + expected_pvt_v2_name(name[len("encoder_backbone.") :])
+        if name.startswith("encoder_backbone.")
+        else name: tuple(shape)
+        for name, shape, _ in entries
+    }
+
+
+def test_strict_compat_model_has_every_released_key_and_loads_a_kept_conversion():
+    entries = read_key_list("catr/CATR_pvt2_s4.keys.txt")
+    cfg = load_config("s4/catr_pvtv2_b5.yaml")
+    cfg.MODEL.AUDIO.WEIGHTS = ""
+    cfg.MODEL.CATR.STRICT_COMPAT = True
+    with torch.device("meta"):
+        model = CATR(**CATR.from_config(cfg))
+    ours = {
+        k: tuple(v.shape)
+        for k, v in model.state_dict().items()
+        if not k.startswith("audio_backbone.")
+    }
+    assert ours == _released_keys_in_our_names(entries)
+    converted = convert_catr_checkpoint(synthesize_state_dict(entries), keep_unused=True)
+    assert {k: tuple(v.shape) for k, v in converted.items()} == ours
+    # Converted without keep_unused, the same checkpoint drops exactly the unused entries.
+    dropped = set(converted) - set(convert_catr_checkpoint(synthesize_state_dict(entries)))
+    assert dropped and all(
+        k.startswith(("conv1.", "path", "fusion_module.", "transformer.temporal_encoder."))
+        for k in dropped
+    )
+
+
+def _tiny_pair():
+    """A tiny CATR and its STRICT_COMPAT twin with the same live weights (train mode)."""
+    torch.manual_seed(0)
+    plain = build_model(tiny_catr_cfg())
+    strict = build_model(_strict(tiny_catr_cfg()))
+    missing, unexpected = strict.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing
+    return plain, strict
+
+
+def test_strict_compat_computes_what_the_release_computes_and_changes_no_output():
+    plain, strict = _tiny_pair()
+    calls = {"conv1": [], "gate conv": [], "last audio update": []}
+    strict.conv1.register_forward_hook(lambda *a: calls["conv1"].append(1))
+    gate_conv = strict.transformer.temporal_encoder.attention_feature
+    gate_conv.register_forward_hook(lambda *a: calls["gate conv"].append(1))
+    last = strict.transformer.temporal_encoder.layers[-1].va_atten
+    last.register_forward_hook(lambda *a: calls["last audio update"].append(1))
+    clips = [random_clip(seed, frames=5, size=32) for seed in (1, 2)]
+    torch.manual_seed(3)
+    losses = plain.train()(clips)
+    torch.manual_seed(3)
+    losses_strict = strict.train()(clips)
+    assert calls == {"conv1": [1], "gate conv": [1, 1], "last audio update": [1]}
+    for key in losses:
+        torch.testing.assert_close(losses_strict[key], losses[key])
+    plain.eval(), strict.eval()
+    with torch.no_grad():
+        for key, value in plain.state_dict().items():
+            torch.testing.assert_close(strict.state_dict()[key], value)
+        inputs = [{k: v for k, v in clip.items() if k != "sem_seg"} for clip in clips]
+        for a, b in zip(plain(inputs), strict(inputs)):
+            torch.testing.assert_close(b["sem_seg"], a["sem_seg"])

@@ -6,7 +6,8 @@ which our model receives through ``MODEL.AUDIO.WEIGHTS``). Our ``CATR`` keeps th
 names of every weight it uses, so the map is a rename of the backbone (the same PVTv2 map as
 AVSegFormer's ``backbone.``) and identity elsewhere. The weights the original saves but never
 uses (see :data:`CATR_DEAD_WEIGHTS`) are not built in our model and are dropped, with one log
-line. Registered as the checkpoint family ``"CATR"``.
+line, or kept under their names for a model built with ``MODEL.CATR.STRICT_COMPAT``.
+Registered as the checkpoint family ``"CATR"``.
 """
 
 import logging
@@ -81,7 +82,9 @@ def _last_temporal_layer(state_dict: Mapping[str, torch.Tensor]) -> int:
     return max(layers)
 
 
-def convert_catr_checkpoint(checkpoint: object) -> dict[str, torch.Tensor]:
+def convert_catr_checkpoint(
+    checkpoint: object, keep_unused: bool = False
+) -> dict[str, torch.Tensor]:
     """Map an original CATR checkpoint (PVTv2-B5, S4: the only released model) to the state dict
     of our ``CATR`` meta-architecture.
 
@@ -95,6 +98,8 @@ def convert_catr_checkpoint(checkpoint: object) -> dict[str, torch.Tensor]:
     Args:
         checkpoint: the loaded file: a bare state dict (as ``train.py`` saves it), one with
             ``module.`` prefixes, or a ``{"model": ...}`` / ``{"state_dict": ...}`` wrapper.
+        keep_unused: keep the groups of :data:`CATR_DEAD_WEIGHTS` under their names, for a
+            model built with ``MODEL.CATR.STRICT_COMPAT``.
 
     Raises:
         KeyError: entries that match none of CATR's names (all listed).
@@ -107,7 +112,8 @@ def convert_catr_checkpoint(checkpoint: object) -> dict[str, torch.Tensor]:
             "the original CATR releases PVTv2-B5 only (its ResNet-50 model is missing)"
         )
     last = _last_temporal_layer(state_dict)
-    dead = [rule(p.replace("{last}", str(last)), None, _DEAD_GROUP) for p in CATR_DEAD_WEIGHTS]
+    target = r"\g<0>" if keep_unused else None
+    dead = [rule(p.replace("{last}", str(last)), target, _DEAD_GROUP) for p in CATR_DEAD_WEIGHTS]
     rules = pvt_v2_rules(_ORIGINAL_BACKBONE, _BACKBONE) + dead + [rule(f"({_LIVE_NAMES})", r"\1")]
     converted = apply_rules(state_dict, rules, "CATR PVTv2")
     logger.info("Converted a CATR PVTv2 checkpoint: %d entries", len(converted))
@@ -143,4 +149,5 @@ register_checkpoint_family(
     ),
     convert=convert_catr_checkpoint,
     describe=_describe,
+    convert_keeping_unused=lambda state_dict: convert_catr_checkpoint(state_dict, keep_unused=True),
 )

@@ -48,6 +48,8 @@ class CheckpointFamily:
         convert: ``state_dict -> state dict`` of this project's meta-architecture.
         describe: ``converted state dict -> dict`` of facts written beside the weights (e.g.
             backbone, number of classes).
+        convert_keeping_unused: like ``convert``, but keeping the entries the original saves
+            and never uses, for a model that builds them too (None: the family has none).
     """
 
     name: str
@@ -55,6 +57,7 @@ class CheckpointFamily:
     recognizes: Callable[[StateDict], bool]
     convert: Callable[[StateDict], dict[str, torch.Tensor]]
     describe: Callable[[StateDict], dict] = _no_facts
+    convert_keeping_unused: Callable[[StateDict], dict[str, torch.Tensor]] | None = None
 
 
 _FAMILIES: dict[str, CheckpointFamily] = {}
@@ -67,6 +70,7 @@ def register_checkpoint_family(
     recognizes: Callable[[StateDict], bool],
     convert: Callable[[StateDict], dict[str, torch.Tensor]],
     describe: Callable[[StateDict], dict] | None = None,
+    convert_keeping_unused: Callable[[StateDict], dict[str, torch.Tensor]] | None = None,
 ) -> CheckpointFamily:
     """Make ``tools/convert_checkpoint.py`` know a family of original checkpoints.
 
@@ -75,7 +79,9 @@ def register_checkpoint_family(
     """
     if name in _FAMILIES:
         raise ValueError(f"checkpoint family {name!r} is already registered")
-    family = CheckpointFamily(name, author, recognizes, convert, describe or _no_facts)
+    family = CheckpointFamily(
+        name, author, recognizes, convert, describe or _no_facts, convert_keeping_unused
+    )
     _FAMILIES[name] = family
     return family
 
@@ -160,13 +166,18 @@ def detect_checkpoint_family(state_dict: StateDict, source: str = "checkpoint") 
     )
 
 
-def convert_checkpoint(checkpoint: object, source: str = "checkpoint") -> dict:
+def convert_checkpoint(
+    checkpoint: object, source: str = "checkpoint", *, keep_unused: bool = False
+) -> dict:
     """Convert a loaded original checkpoint of any registered family.
 
     Args:
         checkpoint: the loaded file (bare state dict, ``module.`` prefixes, or a ``{"model":
             ...}`` / ``{"state_dict": ...}`` wrapper).
         source: name used in error messages, e.g. the file name.
+        keep_unused: keep the entries the original saves and never uses (for a model that
+            builds them, e.g. CATR with ``MODEL.CATR.STRICT_COMPAT``); an error for a family
+            that cannot.
 
     Returns:
         ``{"model": state_dict, "__author__": ..., "family": ..., "matching_heuristics": False,
@@ -178,8 +189,14 @@ def convert_checkpoint(checkpoint: object, source: str = "checkpoint") -> dict:
     """
     state_dict = unwrap_state_dict(checkpoint, source)
     family = detect_checkpoint_family(state_dict, source)
+    convert = family.convert_keeping_unused if keep_unused else family.convert
+    if convert is None:
+        raise ValueError(
+            f"{source}: a {family.name} checkpoint's unused entries cannot be kept (no model "
+            "of that family builds them); convert without keeping them"
+        )
     try:
-        converted = family.convert(state_dict)
+        converted = convert(state_dict)
     except (KeyError, ValueError) as error:  # name the file, keep the converter's message
         message = error.args[0] if error.args else ""
         raise type(error)(f"{source}: {message}") from error
@@ -189,12 +206,14 @@ def convert_checkpoint(checkpoint: object, source: str = "checkpoint") -> dict:
         "family": family.name,
         "matching_heuristics": False,
         **family.describe(converted),
+        **({"unused_entries_kept": True} if keep_unused else {}),
     }
 
 
-def convert_checkpoint_file(src: str | Path, dst: str | Path) -> dict:
+def convert_checkpoint_file(src: str | Path, dst: str | Path, *, keep_unused: bool = False) -> dict:
     """Read the original checkpoint ``src`` (without running pickled code), convert it with
-    :func:`convert_checkpoint` and write the result to ``dst`` (folders created).
+    :func:`convert_checkpoint` (``keep_unused`` passed on) and write the result to ``dst``
+    (folders created).
 
     Returns:
         What was written.
@@ -204,7 +223,7 @@ def convert_checkpoint_file(src: str | Path, dst: str | Path) -> dict:
         ValueError, KeyError: ``src`` is not a plain state dict, or not of a known family, or
             holds entries its family does not know; the message names ``src``.
     """
-    output = convert_checkpoint(load_weights_file(src), source=str(src))
+    output = convert_checkpoint(load_weights_file(src), source=str(src), keep_unused=keep_unused)
     output["source"] = Path(src).name
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
     torch.save(output, dst)

@@ -67,3 +67,20 @@ def add_catr_config(cfg):
     # Frames the loss sees: "first" = frame 0 of every clip (the released S4 training);
     # "annotated" = every frame annotated in all clips of the batch (the same frames per clip).
     c.SUPERVISED_FRAMES = "first"
+    # Named deviations from the released code (all off = released) and strict compatibility.
+    # The temporal layers' cross-modal step uses each frame's own audio tokens (its copy after
+    # its self-attention) and keeps them per frame; released: frame 0's, repeated to all frames.
+    c.TEMPORAL_OWN_FRAME_AUDIO = False
+    # The block gate's G2 from the layers it gates, G2 = GAP(sigmoid(conv(cat(T1, T2)))), with
+    # the convolution the released code computes and discards; released: G2 from G1.
+    c.GATE_G2_FROM_LAYERS = False
+    # The block gate's two normalisations: "BN" (released: batch statistics over all frames of
+    # the batch in training, so a clip's output depends on its batch), "FrozenBN", "GN".
+    c.GATE_NORM = "BN"
+    # Build the released modules no output depends on (path1-4, conv1, fusion_module, the
+    # temporal encoder's own cross-attentions, the last temporal layer's audio update, the 1x1
+    # convs in every cross-attention), so that a checkpoint converted with
+    # `tools/convert_checkpoint.py --keep-unused` loads with every key, and compute what the
+    # released code computes for nothing (conv1 on the stride-4 map, the last audio update, the
+    # gate's discarded convolution): the cost of the release, for tools/benchmark.py.
+    c.STRICT_COMPAT = False

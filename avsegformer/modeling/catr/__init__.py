@@ -5,7 +5,7 @@ and, designed here (not in the release), the class head's matcher, criterion and
 inference (:mod:`.semantic`).
 The meta-architecture is :class:`avsegformer.modeling.meta_arch.catr.CATR`."""
 
-from .block_gate import BlockGate
+from .block_gate import GATE_NORMS, BlockGate
 from .criterion import (
     SUPERVISED_FRAME_MODES,
     ReferredSetCriterion,
@@ -20,6 +20,11 @@ from .fusion import MultiplicativeCrossAttention
 from .heads import KernelMLP, dynamic_masks, select_referred_masks
 from .input_projection import DilatedConvSum
 from .matcher import ReferredQueryMatcher
+from .released_unused import (
+    RELEASED_UNUSED_CONV,
+    FeatureFusionBlockWeights,
+    released_unused_modules,
+)
 from .semantic import (
     ClassTrajectoryMatcher,
     SemanticSetCriterion,
@@ -28,9 +33,11 @@ from .semantic import (
 )
 from .spatial_encoder import EncoderLayer, SpatialEncoder
 from .temporal_encoder import TemporalEncoder, TemporalEncoderLayer
-from .transformer import AudioProjection, CATRTransformer
+from .transformer import AudioProjection, CATRTransformer, build_catr_transformer
 
 __all__ = [
+    "RELEASED_UNUSED_CONV",
+    "GATE_NORMS",
     "SUPERVISED_FRAME_MODES",
     "AudioProjection",
     "BlockGate",
@@ -39,6 +46,7 @@ __all__ = [
     "DilatedConvSum",
     "EncoderLayer",
     "FPNSpatialDecoder",
+    "FeatureFusionBlockWeights",
     "KernelMLP",
     "MultiplicativeCrossAttention",
     "QueryDecoder",
@@ -49,10 +57,12 @@ __all__ = [
     "SpatialEncoder",
     "TemporalEncoder",
     "TemporalEncoderLayer",
+    "build_catr_transformer",
     "class_trajectory_targets",
     "dynamic_masks",
     "mask_bce_loss",
     "mask_dice_loss",
+    "released_unused_modules",
     "select_referred_masks",
     "semantic_clip_probabilities",
     "sigmoid_focal_loss",

@@ -15,11 +15,25 @@ class MultiplicativeCrossAttention(nn.Module):
 
     Sequences are ``[S, N, C]`` (``batch_first=False``), as ``nn.MultiheadAttention`` is used
     by the released code.
+
+    Args:
+        d_model, nhead, dropout: the attention's.
+        unused_conv: ``(in, out)`` channels of the 1x1 convolution ``vid_embed_proj`` every
+            released module of this kind carries and never calls (released: ``(5, 15680)``),
+            built only so that a released checkpoint loads with every key; None = not built.
     """
 
-    def __init__(self, d_model: int, nhead: int, dropout: float = 0.0):
+    def __init__(
+        self,
+        d_model: int,
+        nhead: int,
+        dropout: float = 0.0,
+        unused_conv: tuple[int, int] | None = None,
+    ):
         super().__init__()
         self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
+        if unused_conv is not None:
+            self.vid_embed_proj = nn.Conv2d(*unused_conv, 1)
 
     def forward(
         self,

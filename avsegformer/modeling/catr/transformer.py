@@ -9,7 +9,7 @@ from .decoder import QueryDecoder
 from .spatial_encoder import SpatialEncoder
 from .temporal_encoder import TemporalEncoder, frames_to_clips
 
-__all__ = ["AudioProjection", "CATRTransformer"]
+__all__ = ["AudioProjection", "CATRTransformer", "build_catr_transformer"]
 
 
 class AudioProjection(nn.Module):
@@ -49,6 +49,10 @@ class CATRTransformer(nn.Module):
         activation: str = "relu",
         audio_dim: int = 128,
         checkpoint_activations: bool = False,
+        own_frame_audio: bool = False,
+        gate_norm: str = "BN",
+        g2_from_layers: bool = False,
+        released_unused: tuple[int, int] | None = None,
     ):
         """
         Args:
@@ -58,6 +62,8 @@ class CATRTransformer(nn.Module):
             audio_dim: A, the audio embeddings' width.
             checkpoint_activations: in training, every encoder and decoder layer keeps only
                 its inputs for the backward pass and recomputes the rest there.
+            own_frame_audio: see :class:`TemporalEncoderLayer`.
+            gate_norm, g2_from_layers, released_unused: see :class:`TemporalEncoder`.
         """
         super().__init__()
         layer = {
@@ -68,7 +74,16 @@ class CATRTransformer(nn.Module):
         }
         ckpt = {"checkpoint_activations": checkpoint_activations}
         self.spatial_encoder = SpatialEncoder(num_encoder_layers, d_model=d_model, **ckpt, **layer)
-        self.temporal_encoder = TemporalEncoder(num_encoder_layers, d_model, **ckpt, **layer)
+        self.temporal_encoder = TemporalEncoder(
+            num_encoder_layers,
+            d_model,
+            own_frame_audio=own_frame_audio,
+            gate_norm=gate_norm,
+            g2_from_layers=g2_from_layers,
+            released_unused=released_unused,
+            **ckpt,
+            **layer,
+        )
         self.decoder = QueryDecoder(num_decoder_layers, d_model, **ckpt, **layer)
         # The released initialisation: xavier on every matrix and kernel, the gate included,
         # before the audio projection exists (it keeps PyTorch's defaults).
@@ -156,3 +171,24 @@ class CATRTransformer(nn.Module):
         )  # [L, Q, T*B, C]
         hs = hs.view(hs.shape[0], hs.shape[1], t, b, c).permute(0, 2, 3, 1, 4)
         return hs, vid_memory
+
+
+def build_catr_transformer(cfg, released_unused: tuple[int, int] | None = None) -> CATRTransformer:
+    """:class:`CATRTransformer` from ``MODEL.CATR`` (and the transformer's activation
+    checkpointing switch); ``released_unused``: see :class:`TemporalEncoder`."""
+    c = cfg.MODEL.CATR
+    return CATRTransformer(
+        d_model=c.D_MODEL,
+        nheads=c.NHEADS,
+        num_encoder_layers=c.NUM_ENCODER_LAYERS,
+        num_decoder_layers=c.NUM_DECODER_LAYERS,
+        dim_feedforward=c.DIM_FEEDFORWARD,
+        dropout=c.DROPOUT,
+        activation=c.ACTIVATION,
+        audio_dim=cfg.MODEL.AUDIO.OUT_DIM,
+        checkpoint_activations=cfg.MODEL.ACTIVATION_CHECKPOINTING.TRANSFORMER_DECODER,
+        own_frame_audio=c.TEMPORAL_OWN_FRAME_AUDIO,
+        gate_norm=c.GATE_NORM,
+        g2_from_layers=c.GATE_G2_FROM_LAYERS,
+        released_unused=released_unused,
+    )

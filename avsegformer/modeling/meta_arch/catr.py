@@ -11,6 +11,7 @@ from torch import nn
 from ..activation_checkpointing import build_visual_backbone, checkpointed
 from ..audio_backbone import FrozenAudioEmbeddings, build_audio_backbone
 from ..catr import (
+    RELEASED_UNUSED_CONV,
     SUPERVISED_FRAME_MODES,
     CATRTransformer,
     ClassTrajectoryMatcher,
@@ -20,8 +21,10 @@ from ..catr import (
     ReferredQueryMatcher,
     ReferredSetCriterion,
     SemanticSetCriterion,
+    build_catr_transformer,
     class_trajectory_targets,
     dynamic_masks,
+    released_unused_modules,
     select_referred_masks,
     semantic_clip_probabilities,
     supervised_times,
@@ -88,6 +91,8 @@ class CATR(nn.Module):
         ignore_label: int = 255,
         num_classes: int = 1,
         checkpoint_mask_head: bool = False,
+        conv1: nn.Module | None = None,
+        unused_modules: Dict[str, nn.Module] | None = None,
     ):
         """
         Args:
@@ -110,6 +115,8 @@ class CATR(nn.Module):
                 (:mod:`avsegformer.modeling.catr.semantic`, not from the released code).
             checkpoint_mask_head: in training, the FPN mask decoder keeps only its inputs for
                 the backward pass and recomputes the rest there.
+            conv1, unused_modules: ``MODEL.CATR.STRICT_COMPAT``: the released stride-4
+                projection (run on ``in_features[0]``, never read) and never-called modules.
         """
         super().__init__()
         if supervised_frames not in SUPERVISED_FRAME_MODES:
@@ -120,7 +127,9 @@ class CATR(nn.Module):
         self.backbone = backbone
         self.in_features = list(in_features)
         self.audio_backbone = audio_backbone
-        self.conv2, self.conv3, self.conv4 = conv2, conv3, conv4
+        self.conv1, self.conv2, self.conv3, self.conv4 = conv1, conv2, conv3, conv4
+        for name, module in (unused_modules or {}).items():
+            self.add_module(name, module)
         d_model = transformer.d_model
         self.vid_embed_proj = nn.Conv2d(d_model, d_model, 1)
         self.obj_queries = nn.Embedding(num_queries, d_model)
@@ -155,32 +164,30 @@ class CATR(nn.Module):
         backbone = build_visual_backbone(cfg)
         shapes = backbone.output_shape()
         names = sorted(shapes, key=lambda name: shapes[name].stride)
-        if len(names) < 3:
-            raise ValueError(f"CATR needs 3 backbone levels (strides 8, 16, 32), got {names}")
-        in_features = names[-3:]
+        levels = 4 if c.STRICT_COMPAT else 3
+        if len(names) < levels:
+            raise ValueError(
+                f"CATR needs {levels} backbone levels (strides {'4, ' * (levels == 4)}8, 16, 32), "
+                f"got {names}"
+            )
+        in_features = names[-levels:]
         dilations = list(c.PROJECTION_DILATIONS)
-        conv2, conv3, conv4 = (
+        convs = [
             DilatedConvSum(shapes[name].channels, c.D_MODEL, dilations) for name in in_features
-        )
-        transformer = CATRTransformer(
-            d_model=c.D_MODEL,
-            nheads=c.NHEADS,
-            num_encoder_layers=c.NUM_ENCODER_LAYERS,
-            num_decoder_layers=c.NUM_DECODER_LAYERS,
-            dim_feedforward=c.DIM_FEEDFORWARD,
-            dropout=c.DROPOUT,
-            activation=c.ACTIVATION,
-            audio_dim=cfg.MODEL.AUDIO.OUT_DIM,
-            checkpoint_activations=cfg.MODEL.ACTIVATION_CHECKPOINTING.TRANSFORMER_DECODER,
-        )
+        ]
+        unused_conv = RELEASED_UNUSED_CONV if c.STRICT_COMPAT else None
         return {
             "backbone": backbone,
             "in_features": in_features,
             "audio_backbone": build_audio_backbone(cfg),
-            "conv2": conv2,
-            "conv3": conv3,
-            "conv4": conv4,
-            "transformer": transformer,
+            "conv1": convs[0] if c.STRICT_COMPAT else None,
+            "conv2": convs[-3],
+            "conv3": convs[-2],
+            "conv4": convs[-1],
+            "unused_modules": (
+                released_unused_modules(c.D_MODEL, c.NHEADS, unused_conv) if unused_conv else None
+            ),
+            "transformer": build_catr_transformer(cfg, released_unused=unused_conv),
             "spatial_decoder": FPNSpatialDecoder(
                 c.D_MODEL, (c.D_MODEL, c.D_MODEL), c.MASK_KERNELS_DIM
             ),
@@ -286,8 +293,10 @@ class CATR(nn.Module):
         Returns:
             See :meth:`forward_features`.
         """
-        features = self.backbone(frames)
-        return self.forward_features([features[name] for name in self.in_features], audio, with_aux)
+        features = [self.backbone(frames)[name] for name in self.in_features]
+        if self.conv1 is not None:
+            self.conv1(features[0])  # computed and never read, as released
+        return self.forward_features(features[-3:], audio, with_aux)
 
     def forward_features(
         self, features: List[torch.Tensor], audio: torch.Tensor, with_aux: bool = True
