@@ -29,16 +29,21 @@ def transformer_fixture():
     return load_fixture("catr/fixtures/transformer.pt")
 
 
-def _transformer(fx):
+def _build_transformer(fx, **flags) -> CATRTransformer:
     c = fx["config"]
-    model = CATRTransformer(
+    return CATRTransformer(
         d_model=c["d_model"],
         nheads=c["nheads"],
         num_encoder_layers=c["num_encoder_layers"],
         num_decoder_layers=c["num_decoder_layers"],
         dim_feedforward=c["dim_feedforward"],
         dropout=c["dropout"],
+        **flags,
     )
+
+
+def _transformer(fx):
+    model = _build_transformer(fx)
     model.load_state_dict(catr_live_state_dict(fx["state_dict"]))
     return model.eval()
 
@@ -219,20 +224,13 @@ def test_dilated_conv_projection_initialisation():
 # released numbers above hold.
 
 
-def _flagged_transformer(fx, **flags) -> CATRTransformer:
-    """The fixture's transformer (released weights) with ``flags``."""
-    reference = _transformer(fx)
-    c = fx["config"]
-    model = CATRTransformer(
-        d_model=c["d_model"],
-        nheads=c["nheads"],
-        num_encoder_layers=c["num_encoder_layers"],
-        num_decoder_layers=c["num_decoder_layers"],
-        dim_feedforward=c["dim_feedforward"],
-        dropout=c["dropout"],
-        **flags,
+def _flagged_transformer(fx, **flags):
+    """The fixture's transformer (released weights) with ``flags``, and the load's missing and
+    unexpected keys."""
+    model = _build_transformer(fx, **flags)
+    missing, unexpected = model.load_state_dict(
+        catr_live_state_dict(fx["state_dict"]), strict=False
     )
-    missing, unexpected = model.load_state_dict(reference.state_dict(), strict=False)
     return model.eval(), missing, unexpected
 
 

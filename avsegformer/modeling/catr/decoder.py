@@ -15,17 +15,9 @@ class QueryDecoderLayer(PostNormLayer):
     queries, ``pos`` on the keys), FFN; residual + LayerNorm after each. Sequences are
     ``[S, N, C]``."""
 
-    def __init__(
-        self,
-        d_model: int,
-        nheads: int,
-        dim_feedforward: int,
-        dropout: float = 0.1,
-        activation: str = "relu",
-    ):
-        super().__init__(
-            d_model, nheads, dim_feedforward, dropout, activation, cross_attention=True
-        )
+    def __init__(self, *args, **kwargs):
+        """Arguments: those of :class:`PostNormLayer` (always with cross-attention)."""
+        super().__init__(*args, cross_attention=True, **kwargs)
 
     def forward(self, tgt, memory, memory_key_padding_mask=None, pos=None, query_pos=None):
         """
