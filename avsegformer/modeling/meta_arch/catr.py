@@ -41,8 +41,8 @@ class CATR(nn.Module):
 
     Stages: frames normalised and resized to the model's input size -> visual backbone on the
     B*T frames in (t b) order -> dilated-conv projections of its stride-8/16/32 levels (the
-    stride-4 one is never used, so not built) -> the audio backbone (frozen) on the log-mels in
-    (b t) order -> :class:`~avsegformer.modeling.catr.CATRTransformer` (every frame attends to
+    released stride-4 one is never read: built only with ``MODEL.CATR.STRICT_COMPAT``) -> the
+    audio backbone (frozen, its embeddings cached) on the log-mels in (b t) order -> :class:`~avsegformer.modeling.catr.CATRTransformer` (every frame attends to
     all its clip's audio; the temporal encoder attends across the clip's frames) -> the FPN
     mask features from the video memory -> per-query kernels and "referred" logits.
 
@@ -62,8 +62,7 @@ class CATR(nn.Module):
     #: Parameter-name prefixes of the visual backbone (learning-rate multiplier).
     visual_backbone_prefixes = ("backbone.",)
     #: Sub-modules that stay float32 in low-precision inference: the audio backbone, and the
-    #: class head, whose per-frame argmax picks the query (bfloat16 logits would tie or flip
-    #: close scores).
+    #: class head, whose per-frame argmax picks the query (bfloat16 would flip close scores).
     float32_modules = ("audio_backbone", "is_referred_head")
 
     @configurable
@@ -164,12 +163,9 @@ class CATR(nn.Module):
         backbone = build_visual_backbone(cfg)
         shapes = backbone.output_shape()
         names = sorted(shapes, key=lambda name: shapes[name].stride)
-        levels = 4 if c.STRICT_COMPAT else 3
+        levels = 4 if c.STRICT_COMPAT else 3  # strides (4,) 8, 16, 32
         if len(names) < levels:
-            raise ValueError(
-                f"CATR needs {levels} backbone levels (strides {'4, ' * (levels == 4)}8, 16, 32), "
-                f"got {names}"
-            )
+            raise ValueError(f"CATR needs {levels} backbone levels (strides 4..32), got {names}")
         in_features = names[-levels:]
         dilations = list(c.PROJECTION_DILATIONS)
         convs = [
