@@ -163,9 +163,10 @@ class CATR(nn.Module):
         backbone = build_visual_backbone(cfg)
         shapes = backbone.output_shape()
         names = sorted(shapes, key=lambda name: shapes[name].stride)
-        levels = 4 if c.STRICT_COMPAT else 3  # strides (4,) 8, 16, 32
+        levels = 4 if c.STRICT_COMPAT else 3
         if len(names) < levels:
-            raise ValueError(f"CATR needs {levels} backbone levels (strides 4..32), got {names}")
+            strides = "4, 8, 16, 32" if c.STRICT_COMPAT else "8, 16, 32"
+            raise ValueError(f"CATR needs backbone levels of strides {strides}, got {names}")
         in_features = names[-levels:]
         dilations = list(c.PROJECTION_DILATIONS)
         convs = [
