@@ -290,7 +290,8 @@ class CATR(nn.Module):
         Returns:
             See :meth:`forward_features`.
         """
-        features = [self.backbone(frames)[name] for name in self.in_features]
+        features = self.backbone(frames)
+        features = [features[name] for name in self.in_features]
         if self.conv1 is not None:
             self.conv1(features[0])  # computed and never read, as released
         return self.forward_features(features[-3:], audio, with_aux)
