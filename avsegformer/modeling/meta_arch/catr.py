@@ -42,9 +42,10 @@ class CATR(nn.Module):
     Stages: frames normalised and resized to the model's input size -> visual backbone on the
     B*T frames in (t b) order -> dilated-conv projections of its stride-8/16/32 levels (the
     released stride-4 one is never read: built only with ``MODEL.CATR.STRICT_COMPAT``) -> the
-    audio backbone (frozen, its embeddings cached) on the log-mels in (b t) order -> :class:`~avsegformer.modeling.catr.CATRTransformer` (every frame attends to
-    all its clip's audio; the temporal encoder attends across the clip's frames) -> the FPN
-    mask features from the video memory -> per-query kernels and "referred" logits.
+    audio backbone (frozen, its embeddings cached) on the log-mels in (b t) order ->
+    :class:`~avsegformer.modeling.catr.CATRTransformer` (every frame attends to all its clip's
+    audio; the temporal encoder attends across the clip's frames) -> the FPN mask features from
+    the video memory -> per-query kernels and "referred" logits.
 
     Input: a list of clip dicts (:mod:`avsegformer.modeling.clip_io`), every clip with
     ``num_frames`` frames. Output: in training the weighted :class:`ReferredSetCriterion`
