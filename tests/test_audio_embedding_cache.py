@@ -2,9 +2,11 @@
 
 import pytest
 import torch
+from detectron2.modeling import build_model
+from helpers import tiny_avsegformer_cfg, tiny_combo_cfg
 from torch import nn
 
-from avsegformer.modeling.audio_backbone import FrozenAudioEmbeddings
+from avsegformer.modeling.audio_backbone import DEFAULT_CACHE_SIZE, FrozenAudioEmbeddings
 
 
 class CountingBackbone(nn.Module):
@@ -74,5 +76,50 @@ def test_least_recently_used_entries_are_dropped():
     assert backbone.examples_seen == 3
     cache(backbone, b, frozen=True)
     assert backbone.examples_seen == 4
-    with pytest.raises(ValueError, match="max_entries"):
-        FrozenAudioEmbeddings(max_entries=0)
+    with pytest.raises(ValueError, match="EMBEDDING_CACHE_SIZE must be >= 0"):
+        FrozenAudioEmbeddings(max_entries=-1)
+
+
+def test_fresh_audio_every_call_keeps_the_cache_at_its_cap():
+    """Noise negatives drawn every iteration: the cache cycles, it does not grow."""
+    backbone, cache = frozen_backbone(), FrozenAudioEmbeddings(max_entries=5)
+    clip = torch.randn(2, 1, 2, 3)
+    sizes = []
+    for _ in range(10):
+        noise = torch.randn(2, 1, 2, 3)
+        batch = torch.cat([clip, noise])
+        out = cache(backbone, batch, frozen=True)
+        torch.testing.assert_close(out, backbone.proj(batch.flatten(1)), rtol=0, atol=1e-6)
+        sizes.append(len(cache))
+    assert sizes == [4, 5, 5, 5, 5, 5, 5, 5, 5, 5]
+    # The clip's own audio, used on every call, was never evicted: 2 + 10 * 2 noise examples.
+    assert backbone.examples_seen == 22
+    # A batch larger than the cap is still answered whole, then trimmed to the cap.
+    big = torch.randn(8, 1, 2, 3)
+    torch.testing.assert_close(cache(backbone, big, frozen=True), backbone.proj(big.flatten(1)))
+    assert len(cache) == 5
+
+
+def test_size_zero_turns_the_cache_off():
+    backbone, cache = frozen_backbone(), FrozenAudioEmbeddings(max_entries=0)
+    x = torch.randn(3, 1, 2, 3)
+    first = cache(backbone, x, frozen=True)
+    second = cache(backbone, x, frozen=True)
+    assert backbone.examples_seen == 6 and len(cache) == 0
+    torch.testing.assert_close(first, backbone.proj(x.flatten(1)), rtol=0, atol=0)
+    torch.testing.assert_close(second, first, rtol=0, atol=0)
+    assert not second.requires_grad
+
+
+@pytest.mark.parametrize("make_cfg", [tiny_avsegformer_cfg, tiny_combo_cfg])
+def test_models_take_the_cache_size_from_the_config(make_cfg):
+    cfg = make_cfg(2 if make_cfg is tiny_combo_cfg else 1)
+    assert cfg.MODEL.AUDIO.EMBEDDING_CACHE_SIZE == DEFAULT_CACHE_SIZE
+    cfg.MODEL.AUDIO.EMBEDDING_CACHE_SIZE = 3
+    model = build_model(cfg).eval()
+    assert model.audio_embeddings.max_entries == 3
+    log_mel = torch.randn(5, 1, 96, 64)
+    with torch.no_grad():
+        out = model.audio_embeddings(model.audio_backbone, log_mel, frozen=True)
+        torch.testing.assert_close(out, model.audio_backbone(log_mel), rtol=1e-5, atol=1e-6)
+    assert len(model.audio_embeddings) == 3

@@ -52,6 +52,9 @@ def _add_audio_config(cfg):
     a.WEIGHTS = ""
     # No gradient to the audio backbone (the original always runs VGGish under no_grad).
     a.FREEZE = True
+    # Embeddings of a frozen audio backbone kept per log-mel example, least recently used
+    # dropped first (avsegformer.modeling.audio_backbone.embedding_cache); 0 = no cache.
+    a.EMBEDDING_CACHE_SIZE = 4096
     # Embedding width produced by the audio backbone.
     a.OUT_DIM = 128
     # VGGish PCA + quantisation post-processing (off in every original config).

@@ -1,7 +1,13 @@
 """Audio backbones: a registry beside Detectron2's, and its builder."""
 
 from .build import AUDIO_BACKBONE_REGISTRY, build_audio_backbone
-from .embedding_cache import FrozenAudioEmbeddings
+from .embedding_cache import DEFAULT_CACHE_SIZE, FrozenAudioEmbeddings
 from .vggish import VGGish
 
-__all__ = ["AUDIO_BACKBONE_REGISTRY", "FrozenAudioEmbeddings", "VGGish", "build_audio_backbone"]
+__all__ = [
+    "AUDIO_BACKBONE_REGISTRY",
+    "DEFAULT_CACHE_SIZE",
+    "FrozenAudioEmbeddings",
+    "VGGish",
+    "build_audio_backbone",
+]

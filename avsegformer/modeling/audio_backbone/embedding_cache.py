@@ -8,6 +8,12 @@ examples it has not seen. Entries are kept per train/eval mode of the backbone, 
 dropped whenever its weights, dtype or device change or autocast is switched, so the cache
 never returns an embedding the backbone would not compute now. A trainable backbone is simply
 called.
+
+The cache holds at most ``max_entries`` embeddings (``MODEL.AUDIO.EMBEDDING_CACHE_SIZE``) and
+drops the least recently used first: audio that never repeats, such as fresh noise negatives
+drawn every iteration, cycles through a bounded cache instead of growing it. A VGGish entry
+(128 float32 values and a 16-byte key) costs about 0.7 kB, so the default 4096 entries hold
+the audio of every training clip of AVSBench S4 for ~3 MB.
 """
 
 import hashlib
@@ -16,7 +22,10 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-__all__ = ["FrozenAudioEmbeddings"]
+__all__ = ["DEFAULT_CACHE_SIZE", "FrozenAudioEmbeddings"]
+
+#: Default of ``MODEL.AUDIO.EMBEDDING_CACHE_SIZE``.
+DEFAULT_CACHE_SIZE = 4096
 
 
 class FrozenAudioEmbeddings:
@@ -24,12 +33,15 @@ class FrozenAudioEmbeddings:
 
     Args:
         max_entries: embeddings kept (least recently used dropped first); random audio such as
-            noise negatives only ever misses.
+            noise negatives only ever misses. 0 turns caching off: a frozen backbone then runs
+            on every call (still without autograd).
     """
 
-    def __init__(self, max_entries: int = 65536):
-        if max_entries < 1:
-            raise ValueError(f"max_entries must be >= 1, got {max_entries}")
+    def __init__(self, max_entries: int = DEFAULT_CACHE_SIZE):
+        if max_entries < 0:
+            raise ValueError(
+                f"MODEL.AUDIO.EMBEDDING_CACHE_SIZE must be >= 0 (0 = no cache), got {max_entries}"
+            )
         self.max_entries = max_entries
         self._entries: OrderedDict = OrderedDict()
         self._backbone_state = None
@@ -52,7 +64,7 @@ class FrozenAudioEmbeddings:
         Returns:
             ``[N, D]``, the backbone's output (detached when ``frozen``).
         """
-        if not frozen or log_mel.shape[0] == 0:
+        if not frozen or log_mel.shape[0] == 0 or self.max_entries == 0:
             with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
                 return backbone(log_mel)
         with torch.no_grad():

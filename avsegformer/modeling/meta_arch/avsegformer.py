@@ -9,7 +9,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone
 from torch import nn
 
 from ..activation_checkpointing import build_visual_backbone
-from ..audio_backbone import FrozenAudioEmbeddings, build_audio_backbone
+from ..audio_backbone import DEFAULT_CACHE_SIZE, FrozenAudioEmbeddings, build_audio_backbone
 from ..clip_io import (
     check_clip,
     frame_probabilities_per_clip,
@@ -80,6 +80,7 @@ class AVSegFormer(nn.Module):
         criterion: nn.Module,
         num_classes: int,
         freeze_audio_backbone: bool,
+        audio_embedding_cache_size: int = DEFAULT_CACHE_SIZE,
         pixel_mean: List[float],
         pixel_std: List[float],
         size_divisibility: int,
@@ -100,6 +101,8 @@ class AVSegFormer(nn.Module):
             criterion: ``(logits, mixed mask feature, targets) -> loss dict``.
             num_classes: K; 1 = binary (sigmoid), otherwise softmax over K classes.
             freeze_audio_backbone: no gradient to the audio backbone (run under ``no_grad``).
+            audio_embedding_cache_size: a frozen audio backbone's embeddings kept, least
+                recently used dropped first (:class:`FrozenAudioEmbeddings`); 0 = none.
             pixel_mean, pixel_std: per-channel normalisation on the 0-255 scale.
             size_divisibility: frames are zero-padded (after normalisation) to a multiple of
                 this, and the predictions cropped back.
@@ -121,7 +124,7 @@ class AVSegFormer(nn.Module):
         if freeze_audio_backbone:
             self.audio_backbone.requires_grad_(False)
         # A frozen audio backbone's embeddings are computed once per log-mel example.
-        self.audio_embeddings = FrozenAudioEmbeddings()
+        self.audio_embeddings = FrozenAudioEmbeddings(audio_embedding_cache_size)
         self.size_divisibility = max(size_divisibility, getattr(backbone, "size_divisibility", 0))
         self.ignore_label = ignore_label
         register_pixel_normalization(self, pixel_mean, pixel_std)
@@ -156,6 +159,7 @@ class AVSegFormer(nn.Module):
             ),
             "num_classes": m.NUM_CLASSES,
             "freeze_audio_backbone": cfg.MODEL.AUDIO.FREEZE,
+            "audio_embedding_cache_size": cfg.MODEL.AUDIO.EMBEDDING_CACHE_SIZE,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "size_divisibility": m.SIZE_DIVISIBILITY,

@@ -9,7 +9,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_sem_seg_head
 from torch import nn
 
 from ..activation_checkpointing import build_visual_backbone
-from ..audio_backbone import FrozenAudioEmbeddings, build_audio_backbone
+from ..audio_backbone import DEFAULT_CACHE_SIZE, FrozenAudioEmbeddings, build_audio_backbone
 from ..clip_io import (
     check_aligned_images,
     check_clip,
@@ -80,6 +80,7 @@ class COMBO(nn.Module):
         criterion: SetCriterion,
         num_classes: int,
         freeze_audio_backbone: bool,
+        audio_embedding_cache_size: int = DEFAULT_CACHE_SIZE,
         pixel_mean: List[float],
         pixel_std: List[float],
         size_divisibility: int,
@@ -97,6 +98,8 @@ class COMBO(nn.Module):
             criterion: the set criterion.
             num_classes: K (2 = background/object, binary output; more = class probabilities).
             freeze_audio_backbone: no gradient to the audio backbone (run under ``no_grad``).
+            audio_embedding_cache_size: a frozen audio backbone's embeddings kept, least
+                recently used dropped first (:class:`FrozenAudioEmbeddings`); 0 = none.
             pixel_mean, pixel_std: per-channel normalisation on the 0-255 scale.
             size_divisibility: frames and maskiges are padded to a multiple of this.
             pad_value: raw (0-255) padding value, applied before normalisation.
@@ -122,7 +125,7 @@ class COMBO(nn.Module):
         if freeze_audio_backbone:
             self.audio_backbone.requires_grad_(False)
         # A frozen audio backbone's embeddings are computed once per log-mel example.
-        self.audio_embeddings = FrozenAudioEmbeddings()
+        self.audio_embeddings = FrozenAudioEmbeddings(audio_embedding_cache_size)
         self.size_divisibility = size_divisibility
         self.pad_value = pad_value
         self.deep_supervision = deep_supervision
@@ -180,6 +183,7 @@ class COMBO(nn.Module):
             "criterion": criterion,
             "num_classes": h.NUM_CLASSES,
             "freeze_audio_backbone": cfg.MODEL.AUDIO.FREEZE,
+            "audio_embedding_cache_size": cfg.MODEL.AUDIO.EMBEDDING_CACHE_SIZE,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             # The original pads raw frames to 224 in its mappers, then zero-pads normalised
