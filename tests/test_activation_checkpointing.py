@@ -165,6 +165,8 @@ def recorded_parts(model):
     if hasattr(model, "mask_head"):
         parts["mask head"] = model.mask_head.fc
         parts["decoder layer"] = model.transformer_decoder.layers[0]
+    else:  # COMBO's masked-attention decoder: the last sub-layer of its first layer
+        parts["decoder layer"] = model.sem_seg_head.predictor.transformer_ffn_layers[0]
     return {name: counting_calls(m) for name, m in parts.items()}
 
 

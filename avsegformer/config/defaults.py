@@ -118,7 +118,8 @@ def _add_activation_checkpointing_config(cfg):
     # Every deformable encoder layer of the pixel decoder, and its stride-4 mask-feature branch.
     c.PIXEL_DECODER = False
     # Every layer of AVSegFormer's / MoDAT's transformer decoder (its attention weights over
-    # all encoder tokens); every encoder and decoder layer of CATR's transformer.
+    # all encoder tokens), of COMBO's masked-attention decoder, and every encoder and decoder
+    # layer of CATR's transformer.
     c.TRANSFORMER_DECODER = False
     # AVSegFormer / MoDAT prediction head (query-map MLP and up-sampling convs), frame by frame;
     # CATR's FPN mask decoder.

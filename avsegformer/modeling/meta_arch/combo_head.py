@@ -92,6 +92,7 @@ class COMBOHead(nn.Module):
                 num_feature_levels=len(h.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES),
                 enforce_input_project=m.ENFORCE_INPUT_PROJ,
                 per_frame_query_audio=c.QUERY_AUDIO == "frame",
+                checkpoint_activations=cfg.MODEL.ACTIVATION_CHECKPOINTING.TRANSFORMER_DECODER,
             ),
             "query_audio_per_clip": c.QUERY_AUDIO == "clip",
         }

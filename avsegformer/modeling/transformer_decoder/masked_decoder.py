@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..activation_checkpointing import checkpointed
 from ..transformer.position_encoding import PositionEmbeddingSine
 from .build import TRANSFORMER_DECODER_REGISTRY
 from .layers import MLP, CrossAttentionLayer, FFNLayer, SelfAttentionLayer
@@ -36,6 +37,10 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
     ``transformer_{self,cross}_attention_layers.i`` / ``transformer_ffn_layers.i`` per layer,
     ``decoder_norm``, ``query_feat``, ``query_embed``, ``level_embed``, ``class_embed`` and
     ``mask_embed.layers.{0,1,2}``; ``input_proj.i`` only when it is a convolution.
+
+    With ``checkpoint_activations`` each layer (cross-attention, self-attention, FFN) keeps only
+    its inputs in training and recomputes its activations in the backward pass; the prediction
+    heads, whose mask logits the losses keep anyway, are not recomputed.
     """
 
     def __init__(
@@ -53,6 +58,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         enforce_input_project: bool = False,
         per_frame_query_audio: bool = False,
         return_intermediate_mask_logits: bool = True,
+        checkpoint_activations: bool = False,
     ):
         """
         Args:
@@ -72,6 +78,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
                 COMBO's batch-order arrangement (see the class docstring).
             return_intermediate_mask_logits: also return the earlier mask predictions
                 flattened (``intermediate_mask_logits``), which COMBO's cosine loss reads.
+            checkpoint_activations: activation checkpointing of every layer in training
+                (``MODEL.ACTIVATION_CHECKPOINTING.TRANSFORMER_DECODER``).
         """
         super().__init__()
         if num_layers < 1:
@@ -82,6 +90,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         self.num_feature_levels = num_feature_levels
         self.per_frame_query_audio = per_frame_query_audio
         self.return_intermediate_mask_logits = return_intermediate_mask_logits
+        self.checkpoint_activations = checkpoint_activations
 
         self.pe_layer = PositionEmbeddingSine(num_pos_feats=hidden_dim // 2, normalize=True)
         self.transformer_self_attention_layers = nn.ModuleList(
@@ -196,15 +205,17 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             level = i % self.num_feature_levels
             # A query whose mask covers no pixel of this level attends to all of them.
             attn_mask = attn_mask & ~attn_mask.all(dim=-1, keepdim=True)
-            queries = self.transformer_cross_attention_layers[i](
+            queries = checkpointed(
+                self._layer,
+                i,
                 queries,
                 memories[level],
-                memory_mask=attn_mask,
-                memory_pos=memory_pos[level],
-                query_pos=query_pos,
+                attn_mask,
+                memory_pos[level],
+                query_pos,
+                enabled=self.checkpoint_activations,
+                module=self,
             )
-            queries = self.transformer_self_attention_layers[i](queries, query_pos)
-            queries = self.transformer_ffn_layers[i](queries)
             next_size = level_sizes[(i + 1) % self.num_feature_levels]
             logits, masks, attn_mask = self._predict(queries, mask_features, next_size)
             class_logits.append(logits)
@@ -221,6 +232,23 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         if self.return_intermediate_mask_logits:
             out["intermediate_mask_logits"] = [m.flatten(2) for m in mask_logits[:-1]]
         return out
+
+    def _layer(
+        self,
+        index: int,
+        queries: torch.Tensor,
+        memory: torch.Tensor,
+        attn_mask: torch.Tensor,
+        memory_pos: torch.Tensor,
+        query_pos: torch.Tensor,
+    ) -> torch.Tensor:
+        """Layer ``index``: masked cross-attention to ``memory`` ``[N, S, C]``, self-attention
+        and FFN on ``queries`` ``[N, Q, C]``; returns ``[N, Q, C]``."""
+        queries = self.transformer_cross_attention_layers[index](
+            queries, memory, memory_mask=attn_mask, memory_pos=memory_pos, query_pos=query_pos
+        )
+        queries = self.transformer_self_attention_layers[index](queries, query_pos)
+        return self.transformer_ffn_layers[index](queries)
 
     def _predict(
         self, queries: torch.Tensor, mask_features: torch.Tensor, attn_size: tuple[int, int]
