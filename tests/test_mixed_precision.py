@@ -165,6 +165,55 @@ def test_catr_selects_queries_on_float32_logits_in_bfloat16():
     assert torch.equal(query_bf16[clear], query[clear])
 
 
+def record_routing_dtypes(model, seen: list) -> list:
+    """Record the dtype of the gate probabilities (softmax of the logits) of MoDAT's routers."""
+    gates = [model.mixer.channel_attn.gate, model.mixer.spatial_attn.gate]
+    return [
+        gate.register_forward_hook(lambda _m, _a, routing: seen.append(routing.raw_gates.dtype))
+        for gate in gates
+    ]
+
+
+def test_modat_routers_run_in_float32_under_bfloat16_inference_and_amp():
+    model = build("modat").eval()
+    converted = apply_inference_precision(copy.deepcopy(model), "bf16")
+    for name, parameter in converted.mixer.named_parameters():
+        reference = model.mixer.get_parameter(name)
+        if ".gate." in name:  # the routers: float32, their exact weights
+            assert parameter.dtype == torch.float32 and torch.equal(parameter, reference), name
+        else:
+            assert parameter.dtype == torch.bfloat16, name
+    seen, mixed = [], []
+    hooks = record_routing_dtypes(converted, seen)
+    hooks.append(record_dtypes(converted.mixer, mixed, outputs=True))
+    with torch.no_grad():
+        converted(batch("modat", train=False))
+    assert seen == [torch.float32, torch.float32]
+    assert mixed[0] == torch.bfloat16  # the mixer's output stays in the model's dtype
+
+    # The same bfloat16 tokens: the float32 router of the converted model chooses exactly as
+    # the float32 model's; a router computing in bfloat16 flips some first choices.
+    gate, converted_gate = model.mixer.channel_attn.gate, converted.mixer.channel_attn.gate
+    tokens = torch.randn(2, 4096, gate.proj.in_features).to(torch.bfloat16)
+    with torch.no_grad():
+        expected = gate(tokens.float()).expert_1
+        torch.testing.assert_close(converted_gate(tokens).expert_1, expected, rtol=0, atol=0)
+        bfloat16_router = copy.deepcopy(gate.proj).to(torch.bfloat16)
+        bfloat16_choices = bfloat16_router(tokens).float().argmax(-1)
+    assert (bfloat16_choices != expected).any()
+
+    seen.clear()
+    trained = build("modat").train()
+    hooks += record_routing_dtypes(trained, seen)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = trained(batch("modat"))
+    for hook in hooks:
+        hook.remove()
+    assert seen == [torch.float32, torch.float32]
+    sum(losses.values()).backward()
+    assert trained.mixer.channel_attn.gate.proj.weight.grad is not None
+
+
 def test_outside_autocast_runs_in_float32():
     linear = torch.nn.Linear(4, 4)
     x = {"a": [torch.randn(2, 4).to(torch.bfloat16)]}

@@ -11,11 +11,14 @@ deformable attention's softmax and sampling locations, the normalisation statist
 CPU LayerNorm / GroupNorm / softmax accumulate half types in float32), and the final
 probabilities (the meta-architecture applies sigmoid/softmax to float32 logits). A
 meta-architecture names sub-modules that stay float32 entirely in ``float32_modules`` (e.g. the
-audio backbone, whose log-mel input and small cost do not pay for the precision loss); each
-converted sub-module casts its floating inputs to its dtype once, at its boundary.
+audio backbone, whose log-mel input and small cost do not pay for the precision loss; or, by a
+dotted path, a small module inside a converted one, such as a mixture-of-experts router whose
+choices a bfloat16 rounding could flip); each converted sub-module casts its floating inputs to
+its dtype once, at its boundary, and so does each nested float32 one (to float32).
 """
 
 import contextlib
+import copy
 import logging
 from collections.abc import Iterable
 
@@ -137,13 +140,15 @@ def convert_for_inference(
     eval-mode BatchNorm folded into the preceding convolution, its parameters and floating
     buffers in ``dtype`` (4-d weights channels-last) and a forward pre-hook that casts its
     floating inputs to ``dtype``. The top-level module's own buffers (e.g. the pixel
-    normalisation) and the ``float32_modules`` keep their dtype. ``float32`` only folds the
-    BatchNorms and sets channels-last.
+    normalisation) and the ``float32_modules`` keep their dtype; a nested one (dotted path)
+    keeps its float32 values exactly and gets a pre-hook casting its inputs to float32, so its
+    outputs are float32. ``float32`` only folds the BatchNorms and sets channels-last.
 
     Args:
         model: the model, weights loaded, in eval mode.
         dtype: ``torch.bfloat16``, ``torch.float16`` or ``torch.float32``.
-        float32_modules: names of direct sub-modules kept in float32.
+        float32_modules: names of sub-modules kept in float32: direct children, or dotted
+            paths (``"mixer.channel_attn.gate"``) of modules inside converted ones.
         channels_last: store 4-d weights channels-last (oneDNN's preferred layout).
 
     Returns:
@@ -152,7 +157,8 @@ def convert_for_inference(
     if model.training:
         raise ValueError("convert_for_inference needs an eval-mode model (call model.eval())")
     keep = set(float32_modules)
-    unknown = keep - {name for name, _ in model.named_children()}
+    modules = dict(model.named_modules())
+    unknown = {name for name in keep if not name or name not in modules}
     if unknown:
         raise ValueError(f"float32_modules {sorted(unknown)} are not sub-modules of the model")
     folded = 0
@@ -163,8 +169,16 @@ def convert_for_inference(
         if channels_last:
             child.to(memory_format=torch.channels_last)
         if dtype != torch.float32:
+            nested = [path for path in keep if path.startswith(f"{name}.")]
+            float32_states = {path: copy.deepcopy(modules[path].state_dict()) for path in nested}
             child.to(dtype)
             child.register_forward_pre_hook(_cast_inputs_hook(dtype), with_kwargs=True)
+            for path, state in float32_states.items():
+                # Back to float32 with the values before the cast, not their rounded copies.
+                modules[path].to(torch.float32).load_state_dict(state)
+                modules[path].register_forward_pre_hook(
+                    _cast_inputs_hook(torch.float32), with_kwargs=True
+                )
     logger.info(
         "Inference in %s (float32: %s); %d BatchNorm layers folded",
         dtype,

@@ -36,6 +36,10 @@ class MoDAT(AVSegFormer):
     """
 
     runs_padded_frames = True
+    #: Float32 in low-precision inference: the audio backbone (as AVSegFormer) and the routers
+    #: of both mixture-of-experts layers (their weights exact; a bfloat16 router can flip
+    #: expert choices).
+    float32_modules = ("audio_backbone", "mixer.channel_attn.gate", "mixer.spatial_attn.gate")
 
     @configurable
     def __init__(self, *, balance_loss_all_frames: bool = True, **kwargs):

@@ -1,6 +1,11 @@
 """Top-2 gating with per-expert capacity (GShard), as MoDAT routes mask-feature pixels.
 
 Every frame (dim 0) is routed on its own: its tokens compete for the capacity of each expert.
+
+The routing is computed in float32 whatever the tokens' dtype, also under autocast: gate
+logits of tokens whose two best experts are nearly tied would, rounded to bfloat16 (8 bits of
+mantissa), often swap those experts, and with them which expert's capacity a token takes. The
+routing's gates and weights are therefore float32.
 """
 
 from dataclasses import dataclass
@@ -8,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..precision import outside_autocast
 
 __all__ = ["SECOND_EXPERT_POLICIES", "Top2Gating", "Top2Routing", "expert_capacity"]
 
@@ -119,14 +126,15 @@ class Top2Gating(nn.Module):
     def forward(self, tokens: torch.Tensor) -> Top2Routing:
         """
         Args:
-            tokens: ``[N, n, dim]``.
+            tokens: ``[N, n, dim]``, any floating dtype.
 
         Returns:
-            The routing of every token (:class:`Top2Routing`). The "random" policy draws one
-            ``[N, n]`` uniform tensor from the global generator, in training and in eval.
+            The routing of every token (:class:`Top2Routing`), computed in float32. The
+            "random" policy draws one ``[N, n]`` float32 uniform tensor from the global
+            generator, in training and in eval.
         """
         num_tokens, num_experts = tokens.shape[1], self.num_experts
-        raw_gates = self.proj(tokens).softmax(dim=-1)
+        raw_gates = self.logits(tokens).softmax(dim=-1)
         gate_1, expert_1 = raw_gates.max(dim=-1)
         first = F.one_hot(expert_1, num_experts).to(raw_gates.dtype)
         gate_2, expert_2 = (raw_gates * (1.0 - first)).max(dim=-1)
@@ -166,6 +174,11 @@ class Top2Gating(nn.Module):
             balance_loss=balance_loss,
             capacity=capacity,
         )
+
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Float32 gate logits ``[N, n, E]`` of ``tokens`` ``[N, n, dim]``: autocast off,
+        tokens and weight cast to float32 (no-ops for a float32 gate and float32 tokens)."""
+        return outside_autocast(F.linear, tokens, self.proj.weight)
 
     def _second_policy(self, gate_2: torch.Tensor) -> torch.Tensor:
         policy = self.second_policy[self.training]

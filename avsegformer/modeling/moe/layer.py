@@ -105,6 +105,8 @@ class MixtureOfExperts(nn.Module):
         combined = routing.weight_1.unsqueeze(-1) * outputs[index_1.flatten()].view(
             n, num_tokens, dim
         )
-        return combined + routing.weight_2.unsqueeze(-1) * outputs[index_2.flatten()].view(
+        combined = combined + routing.weight_2.unsqueeze(-1) * outputs[index_2.flatten()].view(
             n, num_tokens, dim
         )
+        # The float32 routing weights promote the sum: back to the tokens' dtype.
+        return combined.to(tokens.dtype)
