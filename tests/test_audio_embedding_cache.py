@@ -3,7 +3,7 @@
 import pytest
 import torch
 from detectron2.modeling import build_model
-from helpers import tiny_avsegformer_cfg, tiny_combo_cfg
+from helpers import tiny_avsegformer_cfg, tiny_catr_cfg, tiny_combo_cfg
 from torch import nn
 
 from avsegformer.modeling.audio_backbone import DEFAULT_CACHE_SIZE, FrozenAudioEmbeddings
@@ -111,9 +111,9 @@ def test_size_zero_turns_the_cache_off():
     assert not second.requires_grad
 
 
-@pytest.mark.parametrize("make_cfg", [tiny_avsegformer_cfg, tiny_combo_cfg])
+@pytest.mark.parametrize("make_cfg", [tiny_avsegformer_cfg, tiny_combo_cfg, tiny_catr_cfg])
 def test_models_take_the_cache_size_from_the_config(make_cfg):
-    cfg = make_cfg(2 if make_cfg is tiny_combo_cfg else 1)
+    cfg = make_cfg()
     assert cfg.MODEL.AUDIO.EMBEDDING_CACHE_SIZE == DEFAULT_CACHE_SIZE
     cfg.MODEL.AUDIO.EMBEDDING_CACHE_SIZE = 3
     model = build_model(cfg).eval()

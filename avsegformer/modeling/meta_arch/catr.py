@@ -9,7 +9,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone
 from torch import nn
 
 from ..activation_checkpointing import build_visual_backbone, checkpointed
-from ..audio_backbone import FrozenAudioEmbeddings, build_audio_backbone
+from ..audio_backbone import DEFAULT_CACHE_SIZE, FrozenAudioEmbeddings, build_audio_backbone
 from ..catr import (
     RELEASED_UNUSED_CONV,
     SUPERVISED_FRAME_MODES,
@@ -86,6 +86,7 @@ class CATR(nn.Module):
         supervised_frames: str,
         aux_loss: bool,
         freeze_audio_backbone: bool,
+        audio_embedding_cache_size: int = DEFAULT_CACHE_SIZE,
         pixel_mean: List[float],
         pixel_std: List[float],
         ignore_label: int = 255,
@@ -108,6 +109,7 @@ class CATR(nn.Module):
             supervised_frames: "first" or "annotated" (see ``MODEL.CATR.SUPERVISED_FRAMES``).
             aux_loss: losses on the earlier decoder layers too.
             freeze_audio_backbone: no gradient to the audio backbone (run under ``no_grad``).
+            audio_embedding_cache_size: frozen-backbone embeddings kept (LRU); 0 = none.
             pixel_mean, pixel_std: per-channel normalisation on the 0-255 scale.
             ignore_label: target value of unannotated pixels.
             num_classes: K. 1 = the released sounding-object head ("referred" or not);
@@ -148,7 +150,7 @@ class CATR(nn.Module):
         if freeze_audio_backbone:
             self.audio_backbone.requires_grad_(False)
         # A frozen audio backbone's embeddings are computed once per log-mel example.
-        self.audio_embeddings = FrozenAudioEmbeddings()
+        self.audio_embeddings = FrozenAudioEmbeddings(audio_embedding_cache_size)
         self.checkpoint_mask_head = checkpoint_mask_head
         self.ignore_label = ignore_label
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
@@ -197,6 +199,7 @@ class CATR(nn.Module):
             "supervised_frames": c.SUPERVISED_FRAMES,
             "aux_loss": c.AUX_LOSS,
             "freeze_audio_backbone": cfg.MODEL.AUDIO.FREEZE,
+            "audio_embedding_cache_size": cfg.MODEL.AUDIO.EMBEDDING_CACHE_SIZE,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "ignore_label": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
