@@ -39,7 +39,8 @@ def _predicted_mask(folder: str, record: dict, frame: int) -> np.ndarray | None:
     if not os.path.isfile(path):  # a clip the condition left out (no off-screen donor)
         return None
     with Image.open(path) as image:
-        return np.asarray(image) != 0
+        # Binary masks are 0/255 grey, semantic ones the class palette with a black background.
+        return np.asarray(image.convert("L")) != 0
 
 
 def comparison_picture(
@@ -71,7 +72,8 @@ def comparison_picture(
     for record in records[:max_clips]:
         t = min(frame, len(record["file_names"]) - 1)
         image = upscale_frame(_read_rgb(record["file_names"][t]), side)
-        truth = read_avs_mask(record["sem_seg_file_names"][t], "binary")
+        truth = read_avs_mask(record["sem_seg_file_names"][t], record.get("mask_format") or "binary")
+        truth = truth != 0
         own, other = record.get("category") or "", record.get("audio_category") or ""
         row = [image, highlight_mask(image, truth, GROUND_TRUTH_COLOR)]
         row_captions = ["", f"sounding: {own}", f"audio: {own}", f"audio: {other}"]
