@@ -72,7 +72,9 @@ def comparison_picture(
     for record in records[:max_clips]:
         t = min(frame, len(record["file_names"]) - 1)
         image = upscale_frame(_read_rgb(record["file_names"][t]), side)
-        truth = read_avs_mask(record["sem_seg_file_names"][t], record.get("mask_format") or "binary")
+        truth = read_avs_mask(
+            record["sem_seg_file_names"][t], record.get("mask_format") or "binary"
+        )
         truth = truth != 0
         own, other = record.get("category") or "", record.get("audio_category") or ""
         row = [image, highlight_mask(image, truth, GROUND_TRUTH_COLOR)]
