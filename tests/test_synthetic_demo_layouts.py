@@ -123,8 +123,9 @@ def test_tiny_catr_config_trains_and_is_scored_on_its_layout(
         CATR_CONFIGS[subset],
         [
             "MODEL.AUDIO.NAME", "TinyAudioBackbone",
-            "MODEL.CATR.INPUT_SIZE", f"({SIZE}, {SIZE})",
-            "INPUT.FRAME_SIZE", f"({SIZE}, {SIZE})",
+            # The model at 32x32 (res5 1x1), scored at the data's 64x64: a quarter of the work.
+            "MODEL.CATR.INPUT_SIZE", "(32, 32)",
+            "INPUT.FRAME_SIZE", "(32, 32)",
             "TEST.AVS.EVAL_SIZE", f"({SIZE}, {SIZE})",
             "DATASETS.TRAIN", f"('{train}',)",
             "DATASETS.TEST", f"('{test}',)",
