@@ -1,12 +1,14 @@
 #!/usr/bin/env python
-"""``make demo``: train and evaluate a CPU-sized model on a synthetic S4-layout dataset, on CPU.
+"""``make demo``: train and evaluate a CPU-sized model on a synthetic AVSBench dataset, on CPU.
 
 ``make demo`` trains AVSegFormer (the default config); ``make demo-combo`` (``--config-file
 configs/synthetic/combo_tiny_s4.yaml``) trains COMBO, whose Siam-Encoder reads the maskiges the
-generator writes next to the frames.
+generator writes next to the frames. The config's training set picks the layout:
+``configs/synthetic/catr_tiny_{ms3,avss}.yaml`` train CATR on the MS3 and AVSS layouts.
 
-Generates ``$DETECTRON2_DATASETS/synthetic_avsbench/Single-source`` (128x128 frames and their
-maskiges) if it is missing, trains the config keeping the best checkpoint by
+Generates ``$DETECTRON2_DATASETS/synthetic_avsbench/Single-source`` (or ``Multi-sources``,
+``AVSS``; 128x128 frames and their maskiges) if it is missing, scores predicting every object
+(the vision-only baseline), trains the config keeping the best checkpoint by
 val mIoU, evaluates it on the test split with each clip's own audio and with another clip's
 audio, and draws frame, ground truth and both predictions side by side
 (``comparison_grid.jpg``). See :mod:`avsegformer.synthetic_demo`.
