@@ -214,22 +214,29 @@ class TinyAudioBackbone(nn.Module):
         return torch.relu(self.embeddings(self.pool(log_mel).flatten(1)))
 
 
-def tiny_combo_cfg(num_classes: int = 2, *, siam_encoder: bool = True):
-    """COMBO on a one-block PVTv2 (16..64 channels) with a 32-wide head (9 decoder layers, so
-    all 39 loss terms, but 10 queries and one encoder layer) and :class:`TinyAudioBackbone`
-    (frozen): builds and runs in well under a second on 32x32 frames. Dropout and drop-path
-    off, so two forwards of the same batch agree; no raw padding to 224."""
-    cfg = load_config("Base-COMBO.yaml")
+def tiny_pvt_cfg(base_config: str):
+    """``base_config`` on CPU with a one-block-per-stage PVTv2 (widths 16-64, no drop-path) and
+    the frozen :class:`TinyAudioBackbone` without weights."""
+    cfg = load_config(base_config)
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.AUDIO.NAME = "TinyAudioBackbone"
     cfg.MODEL.AUDIO.WEIGHTS = ""
-    cfg.MODEL.BACKBONE.NAME = "build_pvt_v2_backbone"
     p = cfg.MODEL.PVT
     p.EMBED_DIMS = [16, 32, 32, 64]
     p.DEPTHS = [1, 1, 1, 1]
     p.NUM_HEADS = [1, 1, 1, 1]
     p.MLP_RATIOS = [1, 1, 1, 1]
     p.DROP_PATH_RATE = 0.0
+    return cfg
+
+
+def tiny_combo_cfg(num_classes: int = 2, *, siam_encoder: bool = True):
+    """COMBO on a one-block PVTv2 (16..64 channels) with a 32-wide head (9 decoder layers, so
+    all 39 loss terms, but 10 queries and one encoder layer) and :class:`TinyAudioBackbone`
+    (frozen): builds and runs in well under a second on 32x32 frames. Dropout and drop-path
+    off, so two forwards of the same batch agree; no raw padding to 224."""
+    cfg = tiny_pvt_cfg("Base-COMBO.yaml")
+    cfg.MODEL.BACKBONE.NAME = "build_pvt_v2_backbone"
     h = cfg.MODEL.SEM_SEG_HEAD
     h.NUM_CLASSES = num_classes
     h.CONVS_DIM = 32
@@ -327,17 +334,8 @@ def tiny_catr_cfg(num_frames: int = 5):
     layers and 3 decoder layers as released, FFN 32, 4 heads, 6 queries) and
     :class:`TinyAudioBackbone` (frozen): 32x32 frames upsampled to a 64x64 model input. Dropout
     and drop-path off, so two forwards of the same batch agree; no AMP."""
-    cfg = load_config("Base-CATR.yaml")
-    cfg.MODEL.DEVICE = "cpu"
+    cfg = tiny_pvt_cfg("Base-CATR.yaml")
     cfg.MODEL.WEIGHTS = ""
-    cfg.MODEL.AUDIO.NAME = "TinyAudioBackbone"
-    cfg.MODEL.AUDIO.WEIGHTS = ""
-    p = cfg.MODEL.PVT
-    p.EMBED_DIMS = [16, 32, 32, 64]
-    p.DEPTHS = [1, 1, 1, 1]
-    p.NUM_HEADS = [1, 1, 1, 1]
-    p.MLP_RATIOS = [1, 1, 1, 1]
-    p.DROP_PATH_RATE = 0.0
     c = cfg.MODEL.CATR
     c.NUM_FRAMES = num_frames
     c.INPUT_SIZE = (64, 64)
