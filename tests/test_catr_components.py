@@ -200,6 +200,19 @@ def test_fpn_decoder_matches_released_code():
     _close(lay1, fx["intermediates"]["lay1"], 2e-5)
 
 
+def test_fpn_decoder_third_level_doubles_the_mask_resolution():
+    torch.manual_seed(0)
+    module = FPNSpatialDecoder(64, (64, 64, 32), 16)
+    x = torch.randn(2, 64, 8, 8)
+    levels = [torch.randn(2, 64, 2, 2), torch.randn(2, 64, 4, 4), torch.randn(2, 32, 8, 8)]
+    assert module(x, levels).shape == (2, 16, 8, 8)
+    assert module.num_levels == 3
+    with pytest.raises(ValueError, match="reads 3 levels, got 2"):
+        module(x, levels[:2])
+    with pytest.raises(ValueError, match="two or three lateral levels"):
+        FPNSpatialDecoder(64, (64,), 16)
+
+
 def test_dilated_conv_projection_matches_released_code():
     fx = load_fixture("catr/fixtures/aspp.pt")
     c = fx["config"]

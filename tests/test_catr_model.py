@@ -256,6 +256,55 @@ def test_supervised_frames_annotated_mode():
         model.supervised_times(labels)
 
 
+def test_mask_stride_8_reads_the_video_memory_for_masks_twice_as_fine(tiny_model):
+    torch.manual_seed(0)
+    cfg = tiny_catr_cfg()
+    cfg.MODEL.CATR.MASK_STRIDE = 8
+    model = build_model(cfg).eval()
+    clips = [_clip(10, with_target=False)]
+    with torch.no_grad():
+        fine = _network_outputs(model, clips)["pred_masks"]
+        released = _network_outputs(tiny_model.eval(), clips)["pred_masks"]
+    # 64x64 model input: stride-16 masks are 4x4, stride-8 masks 8x8.
+    assert released.shape[-2:] == (4, 4)
+    assert fine.shape == (*released.shape[:-2], 8, 8)
+    extra = {k for k in model.state_dict() if k not in tiny_model.state_dict()}
+    assert {k.rsplit(".", 1)[0] for k in extra} == {
+        f"spatial_decoder.{name}" for name in ("adapter3", "lay5", "gn5")
+    }
+    model.train()
+    losses = model([_clip(11)])
+    sum(losses.values()).backward()
+    assert model.spatial_decoder.adapter3.weight.grad.abs().sum() > 0
+    seen = {}
+
+    def keep(name, value):
+        seen.setdefault(name, value)  # returns None: the hooks do not replace outputs
+
+    hooks = [
+        model.spatial_decoder.adapter3.register_forward_hook(
+            lambda module, args, output: keep("lateral", args[0])
+        ),
+        model.transformer.register_forward_hook(
+            lambda module, args, output: keep("memory", output[1])
+        ),
+    ]
+    try:
+        with torch.no_grad():
+            model.eval()(clips)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    torch.testing.assert_close(seen["lateral"], seen["memory"], rtol=0, atol=0)
+
+
+def test_unknown_mask_stride_is_refused():
+    cfg = tiny_catr_cfg()
+    cfg.MODEL.CATR.MASK_STRIDE = 4
+    with pytest.raises(ValueError, match="MASK_STRIDE must be one of \\[8, 16\\], got 4"):
+        build_model(cfg)
+
+
 def test_model_declares_backbone_prefixes_and_float32_modules(tiny_model):
     names = dict(tiny_model.named_children())
     assert all(name in names for name in tiny_model.float32_modules)

@@ -14,8 +14,9 @@ from .criterion import (
     sigmoid_focal_loss,
     supervised_times,
 )
+from .criterion_builder import build_catr_criterion
 from .decoder import QueryDecoder, QueryDecoderLayer
-from .fpn_decoder import FPNSpatialDecoder
+from .fpn_decoder import FPN_LEVELS, FPNSpatialDecoder
 from .fusion import MultiplicativeCrossAttention
 from .heads import KernelMLP, dynamic_masks, select_referred_masks
 from .input_projection import DilatedConvSum
@@ -46,6 +47,7 @@ __all__ = [
     "DilatedConvSum",
     "EncoderLayer",
     "FPNSpatialDecoder",
+    "FPN_LEVELS",
     "FeatureFusionBlockWeights",
     "KernelMLP",
     "MultiplicativeCrossAttention",
@@ -57,6 +59,7 @@ __all__ = [
     "SpatialEncoder",
     "TemporalEncoder",
     "TemporalEncoderLayer",
+    "build_catr_criterion",
     "build_catr_transformer",
     "class_trajectory_targets",
     "dynamic_masks",

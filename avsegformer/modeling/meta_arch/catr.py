@@ -11,16 +11,14 @@ from torch import nn
 from ..activation_checkpointing import build_visual_backbone, checkpointed
 from ..audio_backbone import DEFAULT_CACHE_SIZE, FrozenAudioEmbeddings, build_audio_backbone
 from ..catr import (
+    FPN_LEVELS,
     RELEASED_UNUSED_CONV,
     SUPERVISED_FRAME_MODES,
     CATRTransformer,
-    ClassTrajectoryMatcher,
     DilatedConvSum,
     FPNSpatialDecoder,
     KernelMLP,
-    ReferredQueryMatcher,
-    ReferredSetCriterion,
-    SemanticSetCriterion,
+    build_catr_criterion,
     build_catr_transformer,
     class_trajectory_targets,
     dynamic_masks,
@@ -101,7 +99,8 @@ class CATR(nn.Module):
             audio_backbone: ``[N, 1, 96, 64] -> [N, A]``.
             conv2, conv3, conv4: projections of the three levels to the transformer width.
             transformer: the audio-video transformer.
-            spatial_decoder: ``(video memory, [stride-32, stride-16 maps]) -> mask features``.
+            spatial_decoder: ``(video memory, [stride-32, stride-16 maps(, video memory)]) ->
+                mask features`` at the stride of its last level.
             num_queries, mask_kernels_dim: Q and the mask-feature width.
             criterion: the training loss.
             num_frames: T, the frames of every clip.
@@ -159,6 +158,10 @@ class CATR(nn.Module):
     @classmethod
     def from_config(cls, cfg):
         c = cfg.MODEL.CATR
+        if c.MASK_STRIDE not in FPN_LEVELS:
+            raise ValueError(
+                f"MODEL.CATR.MASK_STRIDE must be one of {sorted(FPN_LEVELS)}, got {c.MASK_STRIDE}"
+            )
         if c.NORMALIZE_BEFORE:
             raise ValueError(
                 "MODEL.CATR.NORMALIZE_BEFORE=True: CATR's temporal encoder is post-norm only"
@@ -189,11 +192,11 @@ class CATR(nn.Module):
             ),
             "transformer": build_catr_transformer(cfg, released_unused=unused_conv),
             "spatial_decoder": FPNSpatialDecoder(
-                c.D_MODEL, (c.D_MODEL, c.D_MODEL), c.MASK_KERNELS_DIM
+                c.D_MODEL, (c.D_MODEL,) * FPN_LEVELS[c.MASK_STRIDE], c.MASK_KERNELS_DIM
             ),
             "num_queries": c.NUM_QUERIES,
             "mask_kernels_dim": c.MASK_KERNELS_DIM,
-            "criterion": cls.build_criterion(cfg),
+            "criterion": build_catr_criterion(cfg),
             "num_frames": c.NUM_FRAMES,
             "input_size": c.INPUT_SIZE,
             "supervised_frames": c.SUPERVISED_FRAMES,
@@ -206,31 +209,6 @@ class CATR(nn.Module):
             "num_classes": c.NUM_CLASSES,
             "checkpoint_mask_head": cfg.MODEL.ACTIVATION_CHECKPOINTING.MASK_HEAD,
         }
-
-    @classmethod
-    def build_criterion(cls, cfg) -> nn.Module:
-        """The released loss for one class; its (K + 1)-way generalisation for K > 1."""
-        c = cfg.MODEL.CATR
-        weights = {
-            "eos_coef": c.EOS_COEF,
-            "class_weight": c.IS_REFERRED_LOSS_COEF,
-            "focal_weight": c.FOCAL_LOSS_COEF,
-            "dice_weight": c.DICE_LOSS_COEF,
-            "bce_weight": c.BCE_LOSS_COEF,
-            "num_aux_layers": c.NUM_DECODER_LAYERS - 1 if c.AUX_LOSS else 0,
-            "focal_alpha": c.FOCAL_ALPHA,
-            "focal_gamma": c.FOCAL_GAMMA,
-            "double_sigmoid_bce": c.BCE_DOUBLE_SIGMOID,
-        }
-        if c.NUM_CLASSES > 1:
-            return SemanticSetCriterion(
-                ClassTrajectoryMatcher(c.SET_COST_IS_REFERRED, c.SET_COST_DICE),
-                num_classes=c.NUM_CLASSES,
-                **weights,
-            )
-        return ReferredSetCriterion(
-            ReferredQueryMatcher(c.SET_COST_IS_REFERRED, c.SET_COST_DICE), **weights
-        )
 
     @property
     def device(self):
@@ -311,7 +289,8 @@ class CATR(nn.Module):
             with_aux: also return the earlier decoder layers' outputs.
 
         Returns:
-            ``{"pred_masks": [T, B, Q, h16, w16], "pred_is_referred": [T, B, Q, 2]}`` of the
+            ``{"pred_masks": [T, B, Q, hm, wm], "pred_is_referred": [T, B, Q, 2]}`` (masks at
+            ``MODEL.CATR.MASK_STRIDE``) of the
             last decoder layer, plus ``"aux_outputs"`` (a list of such dicts, first layer
             first) with ``with_aux``. With K > 1 classes the class logits are
             ``"pred_logits": [T, B, Q, K + 1]`` instead of ``"pred_is_referred"``.
@@ -329,7 +308,9 @@ class CATR(nn.Module):
         mask_features = checkpointed(
             self.spatial_decoder,
             vid_memory,
-            [stride32, stride16],
+            # The finer level (MASK_STRIDE 8) is the stride-8 level as encoded: the video memory,
+            # where the audio has gated the video tokens.
+            [stride32, stride16, vid_memory][: self.spatial_decoder.num_levels],
             enabled=self.checkpoint_mask_head,
         )
         mask_features = mask_features.view(t, b, *mask_features.shape[1:])
