@@ -50,10 +50,12 @@ def avsegformer_pvt_cfg():
     return cfg
 
 
-def catr_dropout_cfg():
-    """CATR (trainable BatchNorm in its block gate) with dropout on in every layer."""
+def catr_dropout_cfg(mask_stride: int = 16):
+    """CATR (trainable BatchNorm in its block gate) with dropout on in every layer; masks at
+    ``mask_stride`` (8: the FPN's third level is the video memory, its second input too)."""
     cfg = tiny_catr_cfg()
     cfg.MODEL.CATR.DROPOUT = 0.2
+    cfg.MODEL.CATR.MASK_STRIDE = mask_stride
     return cfg
 
 
@@ -64,6 +66,7 @@ MODELS = {
     "combo_pvt": (lambda: tiny_combo_cfg(2), True),
     "combo_resnet": (combo_resnet_cfg, True),
     "catr_dropout": (catr_dropout_cfg, False),
+    "catr_stride8": (lambda: catr_dropout_cfg(mask_stride=8), False),
 }
 
 
@@ -117,7 +120,7 @@ def counting_calls(module: nn.Module) -> list:
 
 
 @pytest.mark.parametrize(
-    "name", ["avsegformer_pvt_dropout", "modat", "combo_resnet", "catr_dropout"]
+    "name", ["avsegformer_pvt_dropout", "modat", "combo_resnet", "catr_dropout", "catr_stride8"]
 )
 def test_checkpointing_keeps_losses_gradients_and_statistics(name):
     plain = build(name, checkpointing=False)

@@ -233,8 +233,8 @@ def test_dilated_conv_projection_initialisation():
 
 
 # Named deviations from the released code (MODEL.CATR.TEMPORAL_OWN_FRAME_AUDIO,
-# GATE_G2_FROM_LAYERS, GATE_NORM): each changes what it names and nothing else; off, the
-# released numbers above hold.
+# GATE_G2_FROM_LAYERS, GATE_NORM; MASK_STRIDE in test_catr_model.py and above): each changes
+# what it names and nothing else; off, the released numbers above hold.
 
 
 def _flagged_transformer(fx, **flags):

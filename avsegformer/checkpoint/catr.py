@@ -46,6 +46,7 @@ _LIVE_NAMES = "|".join(
         rf"transformer\.decoder\.layers\.\d+\.({_DECODER_LAYER})",
         rf"transformer\.decoder\.norm\.{WEIGHT_BIAS}",
         rf"transformer\.audio_proj\.(fc|layer_norm)\.{WEIGHT_BIAS}",
+        # No adapter3 / lay5 / gn5: that stage exists with MODEL.CATR.MASK_STRIDE 8 only.
         rf"spatial_decoder\.(lay[1-4]|gn[1-4]|adapter[12]|out_lay)\.{WEIGHT_BIAS}",
         rf"is_referred_head\.{WEIGHT_BIAS}",
         rf"instance_kernels_head\.layers\.[01]\.{WEIGHT_BIAS}",

@@ -43,12 +43,6 @@ def add_catr_config(cfg):
     # Object queries and mask-kernel width (hard-coded 50 and 64 in the released code).
     c.NUM_QUERIES = 50
     c.MASK_KERNELS_DIM = 64
-    # Stride of the mask features: 16 as released (the FPN reads the stride-32 and stride-16
-    # levels, and the video memory only through its nearest down-sampling to stride 32, which
-    # keeps 1 pixel in 16). 8 adds the video memory itself, the encoded stride-8 level, as a
-    # third FPN lateral (MTTR's decoder has three), for masks twice as fine that read the
-    # audio-gated memory at its own resolution; not from the released code.
-    c.MASK_STRIDE = 16
     # Dilations (= paddings) of the 3x3 convs summed by each backbone-level projection.
     c.PROJECTION_DILATIONS = [3, 6, 12, 18]
     # Losses on every decoder layer (assumed True; the released model always returns them).
@@ -80,6 +74,12 @@ def add_catr_config(cfg):
     # The block gate's G2 from the layers it gates, G2 = GAP(sigmoid(conv(cat(T1, T2)))), with
     # the convolution the released code computes and discards; released: G2 from G1.
     c.GATE_G2_FROM_LAYERS = False
+    # Stride of the mask features: 16 as released (the FPN reads the stride-32 and stride-16
+    # levels, and the video memory only through its nearest down-sampling to stride 32, which
+    # keeps 1 pixel in 16). 8 adds the video memory itself, the encoded stride-8 level, as a
+    # third FPN lateral (MTTR's decoder has three), for masks twice as fine that read the
+    # audio-gated memory at its own resolution; not from the released code.
+    c.MASK_STRIDE = 16
     # The block gate's two normalisations: "BN" (released: batch statistics over all frames of
     # the batch in training, so a clip's output depends on its batch), "FrozenBN", "GN".
     c.GATE_NORM = "BN"

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FPNSpatialDecoder", "FPN_LEVELS"]
+__all__ = ["FPN_LEVELS", "FPNSpatialDecoder"]
 
 #: Lateral levels the decoder reads for each mask-feature stride (``MODEL.CATR.MASK_STRIDE``).
 FPN_LEVELS = {16: 2, 8: 3}
@@ -49,7 +49,7 @@ class FPNSpatialDecoder(nn.Module):
         self.gn4 = nn.GroupNorm(8, dims[3])
         self.adapter1 = nn.Conv2d(fpn_dims[0], dims[1], 1)
         self.adapter2 = nn.Conv2d(fpn_dims[1], dims[2], 1)
-        # By name: each module stays registered once, as an attribute.
+        # Names, not an nn.ModuleList: the state-dict keys stay the released ones (lay3, ...).
         self.stages = [("adapter1", "lay3", "gn3"), ("adapter2", "lay4", "gn4")]
         if len(fpn_dims) == 3:
             self.adapter3 = nn.Conv2d(fpn_dims[2], dims[3], 1)

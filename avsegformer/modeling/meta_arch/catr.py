@@ -75,7 +75,7 @@ class CATR(nn.Module):
         conv3: nn.Module,
         conv4: nn.Module,
         transformer: CATRTransformer,
-        spatial_decoder: nn.Module,
+        spatial_decoder: FPNSpatialDecoder,
         num_queries: int,
         mask_kernels_dim: int,
         criterion: nn.Module,
@@ -289,9 +289,8 @@ class CATR(nn.Module):
             with_aux: also return the earlier decoder layers' outputs.
 
         Returns:
-            ``{"pred_masks": [T, B, Q, hm, wm], "pred_is_referred": [T, B, Q, 2]}`` (masks at
-            ``MODEL.CATR.MASK_STRIDE``) of the
-            last decoder layer, plus ``"aux_outputs"`` (a list of such dicts, first layer
+            ``{"pred_masks": [T, B, Q, hm, wm], "pred_is_referred": [T, B, Q, 2]}`` of the last
+            decoder layer (masks at the stride ``MODEL.CATR.MASK_STRIDE``), plus ``"aux_outputs"`` (a list of such dicts, first layer
             first) with ``with_aux``. With K > 1 classes the class logits are
             ``"pred_logits": [T, B, Q, K + 1]`` instead of ``"pred_is_referred"``.
         """
