@@ -165,8 +165,10 @@ def test_report_checks_each_layout_against_its_targets():
     assert "  every object (no audio)    0.0400   0.0500" in report
     # MS3 / AVSS: above the every-object baseline; the S4 demo's mIoU and drop targets are S4's.
     assert "[ok] test mIoU > every object's 0.0400" in report
-    assert "0.7" not in report and "drop >=" not in report
+    assert "0.7" not in report and "drop >=" not in report and "wall time <" not in report
     scores["mIoU"] = 0.03
     assert "[MISSED] test mIoU > every object's" in format_report(results, quick=False)
     s4 = {**results, "subset": "s4", "test": {"mIoU": 0.75, "Fscore": 0.8}, "miou_drop": 0.5}
     assert [ok for _, ok in target_checks(s4)] == [True, True, True, True]
+    slow = target_checks({**s4, "seconds": 16 * 60.0})
+    assert [name for name, ok in slow if not ok] == ["wall time < 15 min"]
