@@ -111,6 +111,20 @@ def synthesize_state_dict(entries, dtype=torch.float16) -> dict[str, torch.Tenso
     return state_dict
 
 
+def misplaced_entries(converted: dict, expected: dict[str, int]) -> list[str]:
+    """Names of a converted state dict of :func:`synthesize_state_dict` entries that are missing
+    or not expected, then those that do not hold their source's index (``expected``: our name ->
+    index of its source entry). A synthesised entry is one value expanded, so its first element
+    tells which entry it is (flattening would copy)."""
+    wrong = sorted(set(expected) ^ set(converted))
+    wrong += [
+        name
+        for name, index in expected.items()
+        if name in converted and converted[name][(0,) * converted[name].dim()].item() != index
+    ]
+    return wrong
+
+
 def expected_pvt_v2_name(name: str) -> str:
     """Our (timm) name of an official PVTv2 entry name without prefix (``block2.0.attn.q.weight``
     -> ``stages.1.blocks.0.attn.q.weight``), stated from the two model descriptions rather than

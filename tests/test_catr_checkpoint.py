@@ -12,7 +12,13 @@ import re
 
 import pytest
 import torch
-from helpers import expected_pvt_v2_name, load_tool, read_key_list, synthesize_state_dict
+from helpers import (
+    expected_pvt_v2_name,
+    load_tool,
+    misplaced_entries,
+    read_key_list,
+    synthesize_state_dict,
+)
 
 from avsegformer.checkpoint import (
     convert_catr_checkpoint,
@@ -71,11 +77,6 @@ def expected_target(source: str) -> str | None:
     return source
 
 
-def first_value(tensor: torch.Tensor) -> float:
-    """The first element: a synthesised entry is one value expanded (flattening would copy)."""
-    return tensor[(0,) * tensor.dim()].item()
-
-
 def misplaced(converted: dict, entries) -> list[str]:
     """Converted names that do not hold their source's value, are missing or not expected."""
     expected = {
@@ -83,13 +84,7 @@ def misplaced(converted: dict, entries) -> list[str]:
         for index, (name, _, _) in enumerate(entries)
         if (target := expected_target(name)) is not None
     }
-    wrong = sorted(set(expected) ^ set(converted))
-    wrong += [
-        name
-        for name, index in expected.items()
-        if name in converted and first_value(converted[name]) != index
-    ]
-    return wrong
+    return misplaced_entries(converted, expected)
 
 
 def test_every_entry_lands_in_place_and_the_dead_ones_go_with_one_log_line(entries, caplog):

@@ -21,6 +21,7 @@ from helpers import (
     expected_pvt_v2_name,
     load_config,
     load_tool,
+    misplaced_entries,
     read_key_list,
     synthesize_state_dict,
 )
@@ -87,19 +88,7 @@ def misplaced(converted: dict, entries) -> list[str]:
     """Names of the converted entries that do not hold their source's value (entry ``i`` of the
     key list holds ``i``), plus every name that is missing or not expected."""
     expected = {expected_target(name): index for index, (name, _, _) in enumerate(entries)}
-    wrong = sorted(set(expected) ^ set(converted))
-    wrong += [
-        name
-        for name, index in expected.items()
-        if name in converted and first_value(converted[name]) != index
-    ]
-    return wrong
-
-
-def first_value(tensor: torch.Tensor) -> float:
-    """The first element (the converter passes tensors on untouched, and a synthesised entry is
-    one value expanded, so one element tells which entry it is)."""
-    return tensor[(0,) * tensor.dim()].item()
+    return misplaced_entries(converted, expected)
 
 
 @pytest.mark.parametrize("name", list(COMBO_KEY_LISTS))
