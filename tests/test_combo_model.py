@@ -257,10 +257,14 @@ def test_query_audio_per_clip_differs_from_the_original_only_with_several_clips(
     finally:
         head.query_audio_per_clip = False
     # One clip: the same arrangement. Two: per clip, each clip is decoded as when alone, while
-    # the original gives the queries of one clip the other clip's audio too.
+    # the original gives the queries of one clip the other clip's audio too. A clip in a batch
+    # of two goes through GEMMs of other sizes than alone, which round differently on some CPUs
+    # (2.9e-5 seen on an AVX512-BF16 host); the other clip's audio moves it by ~7e-3.
+    batch_noise = 2e-4
     assert_close(outputs[True][0][0]["sem_seg"], outputs[False][0][0]["sem_seg"])
-    assert_close(outputs[True][1][1]["sem_seg"], outputs[True][0][0]["sem_seg"])
-    assert not torch.allclose(outputs[True][1][1]["sem_seg"], outputs[False][1][1]["sem_seg"])
+    alone, in_batch = outputs[True][0][0]["sem_seg"], outputs[True][1][1]["sem_seg"]
+    assert_close(in_batch, alone, atol=batch_noise, rtol=1e-4)
+    assert (in_batch - outputs[False][1][1]["sem_seg"]).abs().max() > 10 * batch_noise
 
 
 def test_training_returns_39_weighted_losses_and_reaches_every_parameter():
